@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="amago-sb",
+    version="0.1.0",
+    description="In-context reinforcement learning (AMAGO) for Gymnasium and Stable-Baselines3 users",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["amago_sb", "amago_sb.*", "wrappers", "wrappers.*", "zoo", "zoo.*"]),
+    package_data={"zoo": ["hyperparams/*.yml"], "amago_sb": ["py.typed"]},
+    install_requires=[
+        "torch>=2.3,<=2.14.1",
+        "numpy>=1.24",
+        "gymnasium>=1.0",
+        "stable-baselines3>=2.4",
+        "sb3-contrib>=2.4",
+        "popgym>=1.0.7",
+        "crafter>=1.8",
+        "tensorboard>=2.14",
+        "tqdm",
+        "rich",
+        "pyyaml",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5"],
+        "triton": ["triton>=3.0"],
+        "zoo": ["optuna>=3.0", "imageio>=2.9"],
+    },
+)
