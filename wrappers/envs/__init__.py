@@ -1,0 +1,20 @@
+"""Envs shipped with amago-sb and their gymnasium registration (see :func:`register_envs`)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+__all__ = ["register_envs"]
+
+_ENVS: dict[str, dict] = {}
+
+
+def _register(env_id: str, entry_point: str, **kwargs) -> None:
+    gym.registry.pop(env_id, None)
+    gym.register(id=env_id, entry_point=entry_point, **kwargs)
+
+
+def register_envs() -> None:
+    """Register the toy envs and the Crafter adapters (entry points are imported lazily by gymnasium.make)."""
+    for env_id, spec in _ENVS.items():
+        _register(env_id, **spec)

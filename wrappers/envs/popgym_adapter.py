@@ -1,0 +1,74 @@
+"""POPGym adapters: every class in ``popgym.envs.ALL`` as a gymnasium id ``popgym-<ClassName>-v0``.
+
+``gymnasium.make("popgym-X-v0")`` returns the trajectory form (``TrajectoryWrapper``, ``time`` normalized by the
+env's maximum episode length); ``gymnasium.make("popgym-X-v0", trajectory=False)`` returns the plain env (for SB3
+baselines). In both cases :class:`PopgymAdapter` first turns ``Tuple`` observations (e.g. ``AutoencodeEasy``) into a
+``Dict`` with keys ``"0", "1", ...`` and exposes ``max_episode_length`` for every env (POPGym names it
+``episode_length`` in Concentration and leaves it implicit in HigherLower, whose episode lasts one deck).
+
+Importing ``popgym`` registers its own ``popgym-*`` ids; :func:`register_popgym` replaces them with ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+
+__all__ = ["PopgymAdapter", "make_popgym", "register_popgym", "popgym_env_ids"]
+
+
+def _popgym_classes() -> dict[str, type]:
+    import popgym.envs
+
+    return {cls.__name__: cls for cls in popgym.envs.ALL}
+
+
+class PopgymAdapter(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Tuple observations -> ``Dict({"0": ..., "1": ...})``; sets ``max_episode_length`` (int or None)."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        space = env.observation_space
+        self._is_tuple = isinstance(space, spaces.Tuple)
+        if self._is_tuple:
+            self.observation_space = spaces.Dict({str(i): sub for i, sub in enumerate(space.spaces)})
+        inner = env.unwrapped
+        length = getattr(inner, "max_episode_length", None) or getattr(inner, "episode_length", None)
+        if length is None and hasattr(inner, "deck_size"):
+            length = int(inner.deck_size)
+        self.max_episode_length: int | None = int(length) if length else None
+
+    def observation(self, observation: Any) -> Any:
+        """Convert a tuple observation into the ``Dict`` form; other observations pass through."""
+        if self._is_tuple:
+            return {str(i): value for i, value in enumerate(observation)}
+        return observation
+
+
+def make_popgym(name: str, trajectory: bool = True, **kwargs: Any) -> gym.Env:
+    """Build POPGym env class ``name`` (e.g. ``"RepeatPreviousEasy"``), adapted; in trajectory form by default."""
+    classes = _popgym_classes()
+    if name not in classes:
+        raise ValueError(f"Unknown POPGym env {name!r}; available: {sorted(classes)}.")
+    env = PopgymAdapter(classes[name](**kwargs))
+    if trajectory:
+        from wrappers.trajectory_wrapper import TrajectoryWrapper
+
+        env = TrajectoryWrapper(env, max_episode_steps=env.max_episode_length)
+    return env
+
+
+def popgym_env_ids() -> list[str]:
+    """All ids registered by :func:`register_popgym`, in ``popgym.envs.ALL`` order."""
+    return [f"popgym-{name}-v0" for name in _popgym_classes()]
+
+
+def register_popgym() -> None:
+    """Register (or re-register over popgym's own) ``popgym-<ClassName>-v0`` for every POPGym env."""
+    for name in _popgym_classes():
+        env_id = f"popgym-{name}-v0"
+        gym.registry.pop(env_id, None)
+        gym.register(id=env_id, entry_point="wrappers.envs.popgym_adapter:make_popgym", kwargs={"name": name})

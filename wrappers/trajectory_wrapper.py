@@ -1,0 +1,182 @@
+"""``TrajectoryWrapper``: put any gymnasium env into the AMAGO *trajectory form* (the timestep contract).
+
+The observation becomes a ``Dict`` with exactly these keys (see docs/ARCHITECTURE.md, "Timestep contract"):
+
+==============  ============================  ==============================================================
+key             space                         value
+==============  ============================  ==============================================================
+``obs``         the original space            the env's observation, unchanged
+``prev_action`` ``Box((A,), float32)``        previous action (one-hot / concatenated one-hots / raw); 0 at reset
+``prev_reward`` ``Box((1,), float32)``        reward of the previous transition; 0 at reset
+``time``        ``Box((1,), float32)``        step / max_episode_steps when known, else the raw step count
+``reset``       ``Box(0, 1, (1,), float32)``  1 at the first step of an episode
+==============  ============================  ==============================================================
+
+Actions pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from wrappers.spaces import UnsupportedSpaceError, action_dim, check_action_space, check_observation_space, encode_action
+
+__all__ = [
+    "TrajectoryWrapper",
+    "is_trajectory_space",
+    "ensure_trajectory_env",
+    "TRAJECTORY_KEYS",
+    "env_name",
+    "UnsupportedSpaceError",
+]
+
+TRAJECTORY_KEYS: tuple[str, ...] = ("obs", "prev_action", "prev_reward", "time", "reset")
+
+
+def is_trajectory_space(space: spaces.Space) -> bool:
+    """True if ``space`` is a ``Dict`` holding (at least) the five trajectory-form keys."""
+    return isinstance(space, spaces.Dict) and all(k in space.spaces for k in TRAJECTORY_KEYS)
+
+
+def ensure_trajectory_env(env: gym.Env) -> gym.Env:
+    """Return ``env`` if it is already in trajectory form, else ``TrajectoryWrapper(env)``."""
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"Expected a gymnasium.Env, got {type(env).__name__}; create it with gymnasium.make(...) first.")
+    return env if is_trajectory_space(env.observation_space) else TrajectoryWrapper(env)
+
+
+def env_name(env: gym.Env) -> str:
+    """A readable name for error messages: the registered id, else the class name of the unwrapped env."""
+    spec = getattr(env, "spec", None)
+    if spec is not None and getattr(spec, "id", None):
+        return str(spec.id)
+    return type(getattr(env, "unwrapped", env)).__name__
+
+
+def _find_max_episode_steps(env: gym.Env) -> int | None:
+    spec = getattr(env, "spec", None)
+    if spec is not None and spec.max_episode_steps:
+        return int(spec.max_episode_steps)
+    for attr in ("max_episode_length", "max_episode_steps", "_max_episode_steps"):
+        try:
+            value = env.get_wrapper_attr(attr)
+        except AttributeError:
+            continue
+        if value:
+            return int(value)
+    return None
+
+
+def _first_nonfinite(obs: Any, path: str = "obs") -> str | None:
+    if isinstance(obs, dict):
+        for key, value in obs.items():
+            bad = _first_nonfinite(value, f"{path}[{key!r}]")
+            if bad:
+                return bad
+        return None
+    arr = np.asarray(obs)
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        return path
+    return None
+
+
+class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Adds ``prev_action``, ``prev_reward``, ``time`` and ``reset`` to the observation (module docstring).
+
+    Args:
+        env: any gymnasium env with a Box / Discrete / MultiDiscrete / MultiBinary / Dict / uint8-image observation
+            space and a Discrete / MultiDiscrete / Box action space.
+        max_episode_steps: divides ``time``; defaults to ``env.spec.max_episode_steps`` or the env's
+            ``max_episode_length`` attribute (POPGym). When none is known ``time`` is the raw step count.
+
+    Raises:
+        UnsupportedSpaceError: (a ``ValueError`` and ``TypeError``) for spaces the agent cannot embed.
+        ValueError: when the wrapped env returns a NaN/inf observation or reward.
+    """
+
+    def __init__(self, env: gym.Env, *, max_episode_steps: int | None = None):
+        gym.utils.RecordConstructorArgs.__init__(self, max_episode_steps=max_episode_steps)
+        gym.ObservationWrapper.__init__(self, env)
+        if is_trajectory_space(env.observation_space):
+            raise ValueError(
+                f"{env_name(env)} is already in trajectory form (its observation has keys {TRAJECTORY_KEYS}); "
+                "use wrappers.ensure_trajectory_env(env) to wrap only when needed."
+            )
+        check_observation_space(env.observation_space)
+        check_action_space(env.action_space)
+        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps <= 0):
+            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}.")
+        self.max_episode_steps: int | None = (
+            int(max_episode_steps) if max_episode_steps is not None else _find_max_episode_steps(env)
+        )
+        self._action_dim = action_dim(env.action_space)
+        self.observation_space = spaces.Dict(
+            {
+                "obs": env.observation_space,
+                "prev_action": spaces.Box(-np.inf, np.inf, (self._action_dim,), np.float32),
+                "prev_reward": spaces.Box(-np.inf, np.inf, (1,), np.float32),
+                "time": spaces.Box(0.0, np.inf, (1,), np.float32),
+                "reset": spaces.Box(0.0, 1.0, (1,), np.float32),
+            }
+        )
+        self._step = 0
+        self._prev_action = np.zeros(self._action_dim, np.float32)
+        self._prev_reward = 0.0
+        self._is_reset = True
+
+    # -- gymnasium API -------------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the env; the timestep has ``reset=1``, zero ``prev_action``/``prev_reward`` and ``time=0``."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._step = 0
+        self._prev_action = np.zeros(self._action_dim, np.float32)
+        self._prev_reward = 0.0
+        self._is_reset = True
+        return self.observation(obs), info
+
+    def step(self, action):
+        """Step the env; the timestep carries this action and reward as ``prev_action``/``prev_reward``."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        try:
+            reward_f = float(reward)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{env_name(self.env)} returned a non-scalar reward {reward!r} at step {self._step + 1}; "
+                "rewards must be one float per step."
+            ) from err
+        if not np.isfinite(reward_f):
+            raise ValueError(
+                f"{env_name(self.env)} returned a non-finite reward ({reward_f}) at step {self._step + 1}; "
+                "fix the env or clip/replace rewards with a gymnasium.RewardWrapper before wrapping."
+            )
+        self._step += 1
+        self._prev_action = encode_action(self.env.action_space, action)
+        self._prev_reward = reward_f
+        self._is_reset = False
+        return self.observation(obs), reward_f, bool(terminated), bool(truncated), info
+
+    def observation(self, observation: Any) -> dict[str, Any]:
+        """Build the trajectory-form ``Dict`` around the env's ``observation``."""
+        bad = _first_nonfinite(observation)
+        if bad:
+            raise ValueError(
+                f"{env_name(self.env)} returned a non-finite (NaN/inf) value in {bad} at step {self._step}; "
+                "fix the env or sanitize observations with a gymnasium.ObservationWrapper before wrapping."
+            )
+        t = float(self._step) / self.max_episode_steps if self.max_episode_steps else float(self._step)
+        return {
+            "obs": observation,
+            "prev_action": self._prev_action.copy(),
+            "prev_reward": np.array([self._prev_reward], np.float32),
+            "time": np.array([t], np.float32),
+            "reset": np.array([1.0 if self._is_reset else 0.0], np.float32),
+        }
+
+    @property
+    def elapsed_steps(self) -> int:
+        """Steps taken since the last reset."""
+        return self._step
