@@ -1,0 +1,388 @@
+"""``TrajectoryStore``: a directory of ``.npz`` trajectory files, safe for many writers and readers at once.
+
+One file per :class:`wrappers.trajectory.Trajectory` (a whole episode or a chunk of a long one). The contract:
+
+* **Atomic files.** ``add`` writes to a hidden temp name in the same directory (``.<name>.<host>.<pid>.tmp``),
+  flushes and ``fsync``\\ s it, then ``os.replace``\\ s it onto its final name and ``fsync``\\ s the directory. A reader
+  listing ``*.npz`` therefore never sees a half-written file, and a crash (even ``SIGKILL``) leaves at most an
+  orphaned temp file, which the next ``TrajectoryStore`` opened on the directory deletes.
+* **Unique names.** ``traj_<time_ns>_<host>_<pid>_<uuid8>_T<steps>.npz``: many processes (collectors) can write to
+  one directory without locks; the name sorts by creation time (FIFO order) and carries the number of transitions,
+  so the store's size is known from a directory listing without opening any file.
+* **FIFO by steps.** After each ``add``, the oldest files are deleted while the stored transitions exceed
+  ``max_steps`` (the newest file is never deleted). Deleting a file that another process is reading is safe on
+  POSIX (the open handle keeps the data); a reader that opens a file after it was evicted gets ``None``.
+* **Never crash the learner on bad files.** ``load`` returns ``None`` and warns (naming the file) for a corrupt,
+  truncated or empty file; such a file is remembered as bad (never sampled again) and left for FIFO to delete.
+* **Full disk.** ``ENOSPC`` / ``EDQUOT`` / ``EFBIG`` while writing raises :class:`ReplayDiskFullError` (an ``OSError``)
+  that says what to do, and removes the temp file, so nothing partial is left behind.
+
+File format (``np.savez``, no pickle): ``obs:<key>`` per observation key, ``actions``, ``rewards``, ``terminated``,
+``truncated``, optionally ``achieved``, ``time_offset`` (0-d int64) and ``meta`` (0-d JSON string).
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import json
+import os
+import re
+import socket
+import time
+import uuid
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from wrappers.trajectory import Trajectory
+
+__all__ = ["TrajectoryStore", "ReplayDiskFullError", "ReplayFileWarning", "traj_steps_from_name"]
+
+_NAME_RE = re.compile(r"^traj_(\d+)_[A-Za-z0-9-]+_\d+_[0-9a-f]+_T(\d+)\.npz$")
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp$")
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError)
+
+
+class ReplayDiskFullError(OSError):
+    """The replay directory's disk (or quota / file-size limit) is full; nothing partial was left behind."""
+
+
+class ReplayFileWarning(UserWarning):
+    """A replay file could not be read (corrupt, truncated, empty) or vanished; it is skipped."""
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+
+
+def traj_steps_from_name(name: str) -> int | None:
+    """Number of transitions encoded in a store file name, or ``None`` if ``name`` is not a store file."""
+    m = _NAME_RE.match(name)
+    return int(m.group(2)) if m else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class TrajectoryStore:
+    """A directory of trajectory files with FIFO eviction by total stored transitions.
+
+    Args:
+        directory: the replay directory; created (with parents) if missing.
+        max_steps: size cap in transitions (sum of ``len(traj)`` over files); oldest files are deleted beyond it.
+        fsync: ``fsync`` each file and the directory after the rename. Costs a few ms per file on real disks; turn it
+            off only for throwaway runs (a power loss may then lose the newest files, never corrupt old ones).
+        compress: ``np.savez_compressed`` instead of ``np.savez`` (smaller image replays, slower writes and loads).
+        read_only: open for reading only (no cleanup, ``add`` raises); works on a directory the process cannot write.
+        stale_tmp_seconds: temp files older than this are treated as orphans even if their writer pid is alive
+            (pid reuse, or a writer on another host of a shared filesystem).
+        refresh_interval: seconds between directory rescans done implicitly by ``add`` when evicting; readers call
+            :meth:`refresh` (the sampler does so every ``refresh_interval`` seconds too).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        max_steps: int = 1_000_000,
+        fsync: bool = True,
+        *,
+        compress: bool = False,
+        read_only: bool = False,
+        stale_tmp_seconds: float = 3600.0,
+        refresh_interval: float = 1.0,
+    ) -> None:
+        if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
+            raise ValueError(f"TrajectoryStore max_steps must be a positive int, got {max_steps!r}.")
+        self.directory = Path(directory)
+        self.max_steps = int(max_steps)
+        self.fsync = bool(fsync)
+        self.compress = bool(compress)
+        self.read_only = bool(read_only)
+        self.stale_tmp_seconds = float(stale_tmp_seconds)
+        self.refresh_interval = float(refresh_interval)
+        self._host = _host_tag()
+        self._names: list[str] = []  # sorted oldest -> newest
+        self._steps: dict[str, int] = {}
+        self._total = 0
+        self._bad: set[str] = set()
+        self._version = 0  # bumped on every index change (the sampler caches weights per version)
+        self._last_refresh = 0.0
+        if read_only:
+            if not self.directory.is_dir():
+                raise FileNotFoundError(f"Replay directory {self.directory} does not exist (opened with read_only=True).")
+        else:
+            self._open_writable()
+        self.refresh()
+
+    # ------------------------------------------------------------------ opening
+    def _open_writable(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PermissionError(
+                f"Cannot create replay directory {self.directory}: {e.strerror or e}. "
+                "Choose a writable replay_dir, or open the store with read_only=True to only sample from it."
+            ) from e
+        if not self.directory.is_dir():
+            raise NotADirectoryError(f"Replay path {self.directory} exists and is not a directory.")
+        probe = self.directory / f".probe.{self._host}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"0")
+        except OSError as e:
+            if e.errno in _DISK_FULL_ERRNOS:
+                raise ReplayDiskFullError(e.errno, f"Replay directory {self.directory} is on a full disk; free space.") from e
+            raise PermissionError(
+                f"Replay directory {self.directory} is not writable ({e.strerror or e}). Fix its permissions, choose "
+                "another replay_dir, or open the store with read_only=True to only sample from it."
+            ) from e
+        finally:
+            probe.unlink(missing_ok=True)
+        self.clean_orphans()
+
+    def clean_orphans(self) -> list[Path]:
+        """Delete temp files left by crashed writers (dead pid on this host, or older than ``stale_tmp_seconds``).
+
+        Returns the deleted paths. Temp files of live writers on this host are kept, so opening a store while other
+        processes write into the same directory is safe.
+        """
+        removed: list[Path] = []
+        now = time.time()
+        with os.scandir(self.directory) as it:
+            for entry in it:
+                if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                    continue
+                m = _TMP_RE.match(entry.name)
+                try:
+                    age = now - entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # its writer just renamed it
+                live = (
+                    m is not None
+                    and m.group("host") == self._host
+                    and _pid_alive(int(m.group("pid")))
+                    and age < self.stale_tmp_seconds
+                )
+                remote_fresh = m is not None and m.group("host") != self._host and age < self.stale_tmp_seconds
+                if live or remote_fresh:
+                    continue
+                try:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    # ------------------------------------------------------------------ index
+    def refresh(self) -> None:
+        """Rescan the directory so that files written or evicted by other processes are seen."""
+        names = []
+        with os.scandir(self.directory) as it:
+            for entry in it:
+                if entry.name.endswith(".npz"):
+                    names.append(entry.name)
+        steps: dict[str, int] = {}
+        for n in names:
+            s = self._steps.get(n)
+            if s is None:
+                s = traj_steps_from_name(n)
+            if s is not None:
+                steps[n] = s
+        names = sorted(steps)
+        if names != self._names:
+            self._names = names
+            self._steps = steps
+            self._total = sum(steps.values())
+            self._bad &= set(steps)
+            self._version += 1
+        self._last_refresh = time.monotonic()
+
+    def _maybe_refresh(self) -> None:
+        if time.monotonic() - self._last_refresh >= self.refresh_interval:
+            self.refresh()
+
+    def _insert(self, name: str, steps: int) -> None:
+        if not self._names or name > self._names[-1]:
+            self._names.append(name)
+        else:
+            bisect.insort(self._names, name)
+        self._steps[name] = steps
+        self._total += steps
+        self._version += 1
+
+    def _forget(self, name: str) -> None:
+        s = self._steps.pop(name, None)
+        if s is None:
+            return
+        self._names.remove(name)
+        self._total -= s
+        self._bad.discard(name)
+        self._version += 1
+
+    def paths(self, refresh: bool = True) -> list[Path]:
+        """Stored files, oldest first (rescans the directory unless ``refresh=False``)."""
+        if refresh:
+            self.refresh()
+        return [self.directory / n for n in self._names]
+
+    @property
+    def num_trajectories(self) -> int:
+        """Number of stored files as of the last ``add`` / ``refresh`` (no disk access)."""
+        return len(self._names)
+
+    @property
+    def num_steps(self) -> int:
+        """Stored transitions as of the last ``add`` / ``refresh`` (no disk access)."""
+        return self._total
+
+    @property
+    def version(self) -> int:
+        """Counter bumped whenever the index changes (files added, evicted, vanished or found bad)."""
+        return self._version
+
+    def index(self) -> tuple[list[str], list[int], set[str]]:
+        """``(names oldest first, their step counts, names known to be bad)`` of the current index (no disk access)."""
+        return self._names, [self._steps[n] for n in self._names], self._bad
+
+    # ------------------------------------------------------------------ writing
+    def add(self, traj: Trajectory) -> Path:
+        """Write ``traj`` atomically as one new file, evict the oldest files beyond ``max_steps``; return its path."""
+        if self.read_only:
+            raise PermissionError(f"TrajectoryStore({self.directory}) was opened with read_only=True; cannot add.")
+        if not isinstance(traj, Trajectory):
+            raise TypeError(f"TrajectoryStore.add expects a wrappers.trajectory.Trajectory, got {type(traj).__name__}.")
+        traj.validate()
+        T = len(traj)
+        if T < 1:
+            raise ValueError("TrajectoryStore.add got a trajectory with 0 transitions; store only trajectories with T >= 1.")
+        arrays = _to_arrays(traj)
+        name = f"traj_{time.time_ns():020d}_{self._host}_{os.getpid()}_{uuid.uuid4().hex[:8]}_T{T}.npz"
+        final = self.directory / name
+        tmp = self.directory / f".{name}.{self._host}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                (np.savez_compressed if self.compress else np.savez)(f, **arrays)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+                raise ReplayDiskFullError(
+                    e.errno,
+                    f"Replay disk full while writing to {self.directory} ({e.strerror}). The trajectory was not stored and "
+                    "no partial file was left; free disk space or lower max_steps (buffer_size), then resume the run.",
+                ) from e
+            raise
+        if self.fsync:
+            self._fsync_dir()
+        self._insert(name, T)
+        if self._total > self.max_steps:
+            self._evict(keep=name)
+        return final
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _evict(self, keep: str) -> None:
+        self._maybe_refresh()
+        i, total, names = 0, self._total, self._names
+        while total > self.max_steps and i < len(names) and names[i] != keep:
+            total -= self._steps[names[i]]
+            i += 1
+        victims = names[:i]
+        for n in victims:
+            try:
+                os.unlink(self.directory / n)
+            except FileNotFoundError:
+                pass  # another writer evicted it first
+        if victims:
+            del self._names[:i]
+            for n in victims:
+                self._steps.pop(n, None)
+                self._bad.discard(n)
+            self._total = total
+            self._version += 1
+
+    # ------------------------------------------------------------------ reading
+    def load(self, path: str | os.PathLike, *, warn_missing: bool = True) -> Trajectory | None:
+        """Read one file; ``None`` (with a :class:`ReplayFileWarning` naming it) if it is corrupt or vanished.
+
+        A corrupt file is marked bad (excluded from sampling, still evicted by FIFO); a vanished one is dropped from
+        the index. ``warn_missing=False`` silences the warning for vanished files (expected with concurrent FIFO).
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                traj = _from_arrays(z)
+            traj.validate()
+            return traj
+        except FileNotFoundError:
+            self._forget(path.name)
+            if warn_missing:
+                warnings.warn(f"Replay file {path} vanished (evicted by FIFO or removed); skipping it.",
+                              ReplayFileWarning, stacklevel=2)
+            return None
+        except _LOAD_ERRORS as e:
+            if path.name in self._steps and path.name not in self._bad:
+                self._bad.add(path.name)
+                self._version += 1
+            warnings.warn(f"Replay file {path} is corrupt or truncated ({type(e).__name__}: {e}); skipping it.",
+                          ReplayFileWarning, stacklevel=2)
+            return None
+
+    def __repr__(self) -> str:
+        return (f"TrajectoryStore({str(self.directory)!r}, trajectories={self.num_trajectories}, steps={self.num_steps}, "
+                f"max_steps={self.max_steps})")
+
+
+def _to_arrays(traj: Trajectory) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {f"obs:{k}": np.asarray(v) for k, v in traj.observations.items()}
+    arrays["actions"] = np.asarray(traj.actions)
+    arrays["rewards"] = np.asarray(traj.rewards, dtype=np.float32)
+    arrays["terminated"] = np.asarray(traj.terminated, dtype=bool)
+    arrays["truncated"] = np.asarray(traj.truncated, dtype=bool)
+    if traj.achieved is not None:
+        arrays["achieved"] = np.asarray(traj.achieved, dtype=np.int64)
+    arrays["time_offset"] = np.asarray(int(traj.time_offset), dtype=np.int64)
+    try:
+        arrays["meta"] = np.asarray(json.dumps(traj.meta))
+    except TypeError as e:
+        raise TypeError(f"Trajectory.meta must be JSON-serializable to be stored, got {traj.meta!r}: {e}") from e
+    for k, v in arrays.items():
+        if v.dtype == object:
+            raise TypeError(f"Trajectory field {k!r} has dtype object; store numeric arrays only.")
+    return arrays
+
+
+def _from_arrays(z: np.lib.npyio.NpzFile) -> Trajectory:
+    obs = {k[4:]: z[k] for k in z.files if k.startswith("obs:")}
+    if not obs:
+        raise KeyError("no 'obs:<key>' arrays in file")
+    return Trajectory(
+        observations=obs,
+        actions=z["actions"],
+        rewards=z["rewards"],
+        terminated=z["terminated"],
+        truncated=z["truncated"],
+        achieved=z["achieved"] if "achieved" in z.files else None,
+        time_offset=int(z["time_offset"]),
+        meta=json.loads(str(z["meta"])) if "meta" in z.files else {},
+    )
