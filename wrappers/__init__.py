@@ -5,13 +5,17 @@ Importing this package registers every env id the project ships (``popgym-*-v0``
 ``TwoArmedBandit-v0``, ``TMazePassive-v0``).
 """
 
+from wrappers.instruction import InstructionWrapper
 from wrappers.registration import make_env, register_all
+from wrappers.relabel import relabel
 from wrappers.spaces import UnsupportedSpaceError
 from wrappers.trajectory import Trajectory, flatten_keys
 from wrappers.trajectory_wrapper import TRAJECTORY_KEYS, TrajectoryWrapper, ensure_trajectory_env, is_trajectory_space
 
 __all__ = [
     "TrajectoryWrapper",
+    "InstructionWrapper",
+    "relabel",
     "Trajectory",
     "flatten_keys",
     "is_trajectory_space",

@@ -6,7 +6,10 @@ import gymnasium as gym
 
 __all__ = ["register_envs"]
 
-_ENVS: dict[str, dict] = {}
+_ENVS: dict[str, dict] = {
+    "GoalGrid-v0": {"entry_point": "wrappers.envs.goal_grid:GoalGridEnv", "max_episode_steps": 50},
+    "GoalGridInstruction-v0": {"entry_point": "wrappers.envs.goal_grid:make_goal_grid_instruction"},
+}
 
 
 def _register(env_id: str, entry_point: str, **kwargs) -> None:

@@ -1,0 +1,93 @@
+"""``GoalGrid-v0``: a small gridworld with coloured objects, the goal env for instructions and relabeling tests.
+
+The agent moves on a ``size x size`` grid (actions 0 stay, 1 up, 2 down, 3 left, 4 right). ``n_objects`` objects of
+distinct colours sit on distinct random cells (drawn at reset). Stepping *onto* an object's cell achieves the goal
+``("reach", <colour>)``, reported in ``info["achieved_goals"]``. The plain env has reward 0; use
+``GoalGridInstruction-v0`` (``InstructionWrapper`` around it) for instructions such as
+``[("reach", "red"), ("reach", "blue")]``.
+
+Observation: ``Box(0, 1, (2 + 2 * n_objects,), float32)``, the agent's (row, col) then each object's (row, col),
+divided by ``size - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["GoalGridEnv", "COLOURS", "GOAL_GRID_VOCABULARY", "make_goal_grid_instruction"]
+
+COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
+GOAL_GRID_VOCABULARY: tuple[str, ...] = ("reach", *COLOURS)
+_MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
+
+
+class GoalGridEnv(gym.Env):
+    """Gridworld with coloured objects; reaching an object is an achieved goal (module docstring)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, size: int = 5, n_objects: int = 4):
+        if size < 2:
+            raise ValueError(f"GoalGrid size must be >= 2, got {size}.")
+        if not 1 <= n_objects <= min(len(COLOURS), size * size - 1):
+            raise ValueError(f"GoalGrid n_objects must be in 1..{min(len(COLOURS), size * size - 1)}, got {n_objects}.")
+        self.size, self.n_objects = int(size), int(n_objects)
+        self.colours = COLOURS[: self.n_objects]
+        self.observation_space = spaces.Box(0.0, 1.0, (2 + 2 * self.n_objects,), np.float32)
+        self.action_space = spaces.Discrete(5)
+        self.agent = np.zeros(2, np.int64)
+        self.objects = np.zeros((self.n_objects, 2), np.int64)
+
+    def _obs(self) -> np.ndarray:
+        return (np.concatenate([self.agent, self.objects.reshape(-1)]) / (self.size - 1)).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Place the agent and the objects on distinct random cells."""
+        super().reset(seed=seed)
+        cells = self.np_random.choice(self.size * self.size, size=self.n_objects + 1, replace=False)
+        coords = np.stack([cells // self.size, cells % self.size], axis=1)
+        self.agent, self.objects = coords[0].copy(), coords[1:].copy()
+        return self._obs(), {"achieved_goals": []}
+
+    def step(self, action):
+        """Move (walls block); ``info["achieved_goals"]`` lists the object reached by this move, if any."""
+        if not self.action_space.contains(np.int64(action)):
+            raise ValueError(f"GoalGrid action must be in 0..4, got {action!r}.")
+        old = self.agent.copy()
+        self.agent = np.clip(self.agent + _MOVES[int(action)], 0, self.size - 1)
+        achieved = []
+        if not np.array_equal(old, self.agent):
+            hit = np.flatnonzero(np.all(self.objects == self.agent, axis=1))
+            achieved = [("reach", self.colours[i]) for i in hit]
+        return self._obs(), 0.0, False, False, {"achieved_goals": achieved}
+
+    def sample_instruction(self, rng: np.random.Generator, k: int = 3) -> list[tuple[str, str]]:
+        """1..k ``("reach", colour)`` goals, no colour twice in a row."""
+        goals: list[tuple[str, str]] = []
+        for _ in range(int(rng.integers(1, k + 1))):
+            options = [c for c in self.colours if not goals or goals[-1][1] != c]
+            goals.append(("reach", options[int(rng.integers(len(options)))]))
+        return goals
+
+
+def make_goal_grid_instruction(
+    instruction_len: int = 3, size: int = 5, n_objects: int = 4, max_episode_steps: int = 50
+) -> gym.Env:
+    """``GoalGridInstruction-v0``: GoalGrid in trajectory + instruction form (goals of 2 tokens)."""
+    from wrappers.instruction import InstructionWrapper
+    from wrappers.trajectory_wrapper import TrajectoryWrapper
+
+    base = gym.wrappers.TimeLimit(GoalGridEnv(size=size, n_objects=n_objects), max_episode_steps)
+    inner = base.unwrapped
+    return InstructionWrapper(
+        TrajectoryWrapper(base, max_episode_steps=max_episode_steps),
+        GOAL_GRID_VOCABULARY,
+        instruction_len=instruction_len,
+        goal_len=2,
+        sampler=lambda rng: inner.sample_instruction(rng, instruction_len),
+        max_events=2,
+    )
