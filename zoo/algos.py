@@ -1,0 +1,87 @@
+"""The algorithms the zoo runs, and building a model from resolved hyperparameters.
+
+``amago`` is ``amago_sb.AMAGO``; ``ppo`` is SB3's PPO; ``recurrent_ppo`` is sb3-contrib's RecurrentPPO.
+Classes are imported lazily so that ``--help`` and the baselines work even where AMAGO cannot be imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from zoo.hyperparams import check_constructor_kwargs
+
+__all__ = ["ALGOS", "check_algo", "check_hyperparams", "get_algo_class", "build_model", "constructor_keys"]
+
+ALGOS: dict[str, str] = {
+    "amago": "amago_sb:AMAGO",
+    "ppo": "stable_baselines3:PPO",
+    "recurrent_ppo": "sb3_contrib:RecurrentPPO",
+}
+RECURRENT_ALGOS = ("amago", "recurrent_ppo")
+
+
+def check_algo(algo: str) -> str:
+    """Return ``algo`` if known, else raise ``ValueError`` with close matches."""
+    if algo in ALGOS:
+        return algo
+    close = difflib.get_close_matches(algo.lower(), list(ALGOS), n=2, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"Unknown algo {algo!r}.{hint} Available: {', '.join(ALGOS)}.")
+
+
+def get_algo_class(algo: str) -> type[BaseAlgorithm]:
+    """Import and return the class of ``algo`` (``ImportError`` with the reason if it cannot be imported)."""
+    module_name, cls_name = ALGOS[check_algo(algo)].split(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, cls_name)
+    except (ImportError, AttributeError) as err:
+        raise ImportError(f"Cannot use algo {algo!r}: importing {module_name}.{cls_name} failed ({err}).") from err
+
+
+# Constructor arguments that the CLI sets from its own flags (--seed, --device...), not from the yml.
+_CLI_KEYS = ("self", "policy", "env", "seed", "tensorboard_log", "verbose", "device", "_init_setup_model")
+
+
+def constructor_keys(cls: type) -> list[str]:
+    """Hyperparameters ``cls.__init__`` accepts from a yml entry (not ``policy``/``env`` or the CLI-set ones)."""
+    params = inspect.signature(cls.__init__).parameters
+    return [k for k, p in params.items() if k not in _CLI_KEYS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+def check_hyperparams(algo: str, hyperparams: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if a hyperparameter is not a constructor argument of ``algo`` (close matches named)."""
+    check_constructor_kwargs(algo, hyperparams, constructor_keys(get_algo_class(algo)))
+
+
+def build_model(
+    algo: str,
+    env: VecEnv,
+    hyperparams: dict[str, Any],
+    *,
+    seed: int | None = None,
+    tensorboard_log: str | None = None,
+    verbose: int = 0,
+    device: str = "auto",
+) -> BaseAlgorithm:
+    """Construct ``algo`` on ``env`` from converted hyperparameters (``n_timesteps`` / ``n_envs`` are dropped).
+
+    Raises:
+        ValueError: a hyperparameter is not an argument of the algorithm's constructor (close matches named).
+    """
+    cls = get_algo_class(algo)
+    kwargs = {k: v for k, v in hyperparams.items() if k not in ("n_timesteps", "n_envs")}
+    policy = kwargs.pop("policy", None)
+    if policy is None:
+        raise ValueError(f"No 'policy' in the {algo} hyperparameters; set one in zoo/hyperparams/{algo}.yml or -params policy:X.")
+    valid = constructor_keys(cls)
+    check_constructor_kwargs(algo, kwargs, valid)
+    if "n_envs" in valid:  # AMAGO accepts n_envs (it may build envs itself); pass the real one for consistency
+        kwargs["n_envs"] = env.num_envs
+    return cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, device=device, **kwargs)

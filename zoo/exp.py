@@ -1,0 +1,197 @@
+"""One training run in rl-baselines3-zoo's layout; used by ``zoo.train``, ``zoo.benchmark`` and ``zoo.tune``.
+
+A run writes, under ``<log_folder>/<algo>/<env>_<n>/`` (``n`` = 1 + the highest existing run id):
+
+* ``<env>/args.yml`` and ``<env>/config.yml``: the command-line arguments and the resolved hyperparameters,
+  written *before* training starts, so a killed run still says what it was;
+* ``<rank>.monitor.csv``: one per training env (SB3 ``Monitor``, flushed after every episode);
+* ``evaluations.npz`` and ``best_model.zip`` (``EvalCallback``, when ``eval_freq > 0``);
+* ``rl_model_<steps>_steps.zip`` checkpoints (when ``save_freq > 0``);
+* ``<env>.zip``: the final model (also saved on Ctrl-C), and ``summary.yml`` (timesteps, wall time, last eval).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.save_util import load_from_zip_file
+
+from zoo.algos import build_model, check_algo, check_hyperparams, get_algo_class
+from zoo.envs import check_env_id, make_vec_env
+from zoo.hyperparams import SPECIAL_KEYS, convert_value, resolve_hyperparams
+
+__all__ = ["TrainArgs", "TrainResult", "train", "next_run_dir", "checkpoint_env_id"]
+
+
+@dataclass
+class TrainArgs:
+    """Arguments of one run (the fields of ``python -m zoo.train``; ``-1`` means "from the yml" or "disabled")."""
+
+    algo: str
+    env: str
+    n_timesteps: int = -1
+    seed: int = -1
+    log_folder: str = "logs"
+    eval_freq: int = 25_000
+    eval_episodes: int = 5
+    n_eval_envs: int = 1
+    save_freq: int = -1
+    tensorboard_log: str = ""
+    progress: bool = False
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    trained_agent: str = ""
+    verbose: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run produced."""
+
+    run_dir: Path
+    model_path: Path
+    n_timesteps: int
+    wall_time_s: float
+    last_eval_mean: float | None
+    last_eval_std: float | None
+
+
+def next_run_dir(log_folder: str | Path, algo: str, env_id: str) -> Path:
+    """``<log_folder>/<algo>/<env_id>_<n>`` with ``n`` one above the highest existing id (first run: 1)."""
+    base = Path(log_folder) / algo
+    pattern = re.compile(rf"^{re.escape(env_id)}_(\d+)$")
+    ids = [int(m.group(1)) for p in base.glob(f"{env_id}_*") if (m := pattern.match(p.name))]
+    return base / f"{env_id}_{max(ids, default=0) + 1}"
+
+
+def checkpoint_env_id(path: str | Path) -> str | None:
+    """The env id a zoo checkpoint was trained on (stored in the zip, else in ``args.yml`` next to it)."""
+    path = Path(path)
+    data, _, _ = load_from_zip_file(path, load_data=True, device="cpu", print_system_info=False)
+    if data and data.get("zoo_env_id"):
+        return str(data["zoo_env_id"])
+    for args_file in path.parent.glob("*/args.yml"):
+        with open(args_file) as f:
+            saved = yaml.safe_load(f) or {}
+        if saved.get("env"):
+            return str(saved["env"])
+    return None
+
+
+def _check_trained_agent(args: TrainArgs) -> None:
+    """Refuse a ``-i`` checkpoint that is missing, not a zip, or was trained on another env."""
+    path = Path(args.trained_agent)
+    if path.suffix != ".zip" or not path.is_file():
+        raise ValueError(f"--trained-agent {args.trained_agent!r} must be an existing .zip file saved by zoo.train.")
+    trained_on = checkpoint_env_id(path)
+    if trained_on is not None and trained_on != args.env:
+        raise ValueError(
+            f"--trained-agent {path} was trained on env {trained_on!r}, not {args.env!r}: continue it with "
+            f"--env {trained_on}, or pick a checkpoint from {Path(args.log_folder) / args.algo / (args.env + '_<n>')}."
+        )
+
+
+def _load_trained_agent(args: TrainArgs, env, tensorboard_log: str | None) -> BaseAlgorithm:
+    path = Path(args.trained_agent)
+    overrides = {k: convert_value(k, v) for k, v in args.hyperparams.items() if k not in SPECIAL_KEYS}
+    cls = get_algo_class(args.algo)
+    try:
+        return cls.load(path, env=env, device=args.device, tensorboard_log=tensorboard_log, verbose=args.verbose, **overrides)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise ValueError(f"Cannot continue {path} as {args.algo} on {args.env}: {err}") from err
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+
+
+def train(args: TrainArgs) -> TrainResult:
+    """Run one training job as described by ``args`` and return where its outputs are."""
+    check_algo(args.algo)
+    check_env_id(args.env)
+    raw, hyperparams = resolve_hyperparams(args.algo, args.env, args.hyperparams)
+    n_timesteps = args.n_timesteps if args.n_timesteps > 0 else int(raw.get("n_timesteps", 0))
+    if n_timesteps <= 0:
+        raise ValueError(f"No training budget: pass -n/--n-timesteps or set n_timesteps in zoo/hyperparams/{args.algo}.yml.")
+    seed = args.seed if args.seed >= 0 else int(np.random.randint(2**31 - 1))
+    n_envs = int(raw.get("n_envs", 1))
+    check_hyperparams(args.algo, hyperparams)  # all input checks before anything is written
+    if args.trained_agent:
+        _check_trained_agent(args)
+
+    run_dir = next_run_dir(args.log_folder, args.algo, args.env)
+    run_dir.mkdir(parents=True)
+    _write_yaml(run_dir / args.env / "args.yml", {**asdict(args), "seed": seed, "n_timesteps": n_timesteps})
+    _write_yaml(run_dir / args.env / "config.yml", {**raw, "n_timesteps": n_timesteps})
+    if args.verbose:
+        print(f"Saving to {run_dir}")
+
+    tensorboard_log = os.path.join(args.tensorboard_log, args.env) if args.tensorboard_log else None
+    env = make_vec_env(args.env, args.algo, n_envs, seed=seed, monitor_dir=run_dir, env_kwargs=args.env_kwargs)
+    eval_env = None
+    try:
+        if args.trained_agent:
+            model = _load_trained_agent(args, env, tensorboard_log)
+        else:
+            model = build_model(
+                args.algo, env, hyperparams, seed=seed, tensorboard_log=tensorboard_log, verbose=args.verbose, device=args.device
+            )
+        model.zoo_env_id = args.env  # saved in the zip: lets -i refuse a checkpoint from another env
+        model.zoo_algo = args.algo
+        callbacks = []
+        if args.eval_freq > 0:
+            eval_env = make_vec_env(args.env, args.algo, args.n_eval_envs, seed=seed + 10_000, env_kwargs=args.env_kwargs)
+            callbacks.append(
+                EvalCallback(
+                    eval_env,
+                    n_eval_episodes=args.eval_episodes,
+                    eval_freq=max(args.eval_freq // n_envs, 1),
+                    log_path=str(run_dir),
+                    best_model_save_path=str(run_dir),
+                    deterministic=True,
+                    verbose=args.verbose,
+                )
+            )
+        if args.save_freq > 0:
+            callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(run_dir), name_prefix="rl_model"))
+        start = time.time()
+        try:
+            model.learn(
+                n_timesteps,
+                callback=CallbackList(callbacks),
+                progress_bar=args.progress,
+                reset_num_timesteps=not args.trained_agent,
+            )
+        except KeyboardInterrupt:  # rl-zoo behaviour: keep what was learned
+            print("Interrupted: saving the model before exiting.")
+        wall = time.time() - start
+        model_path = run_dir / f"{args.env}.zip"
+        model.save(model_path)
+    finally:
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
+
+    last_mean = last_std = None
+    if (run_dir / "evaluations.npz").is_file():
+        results = np.load(run_dir / "evaluations.npz")["results"]
+        if len(results):
+            last_mean, last_std = float(np.mean(results[-1])), float(np.std(results[-1]))
+    summary = {"n_timesteps": int(model.num_timesteps), "wall_time_s": round(wall, 2), "seed": seed,
+               "last_eval_mean": last_mean, "last_eval_std": last_std}
+    _write_yaml(run_dir / "summary.yml", summary)
+    if args.verbose:
+        print(f"Saved final model to {model_path} ({wall:.1f} s)")
+    return TrainResult(run_dir, model_path, int(model.num_timesteps), wall, last_mean, last_std)

@@ -1,0 +1,155 @@
+"""Hyperparameter files and ``key:value`` overrides, in rl-baselines3-zoo's conventions.
+
+``zoo/hyperparams/<algo>.yml`` maps env ids to keyword arguments of the algorithm's constructor, with a
+``default`` section that every entry is merged over (rl-zoo has no default section; we add one so that the
+per-env entries only say what differs). A few keys are not constructor arguments:
+
+* ``n_timesteps``: training budget used when ``-n`` is not given;
+* ``n_envs``: number of parallel envs (``DummyVecEnv``);
+* ``policy``: policy name (``MlpPolicy``, ``MlpLstmPolicy``, ``Transformer``, ...).
+
+Values that rl-zoo writes as strings keep its meaning: ``lin_3e-4`` is a linear schedule from 3e-4 to 0 (for
+``learning_rate``, ``clip_range``...), and ``policy_kwargs`` is a YAML mapping whose ``activation_fn`` may name
+a ``torch.nn`` activation (``tanh``, ``relu``, ``leaky_relu``, ``elu``, ``gelu``, ``silu``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "HYPERPARAMS_DIR",
+    "SPECIAL_KEYS",
+    "load_hyperparams",
+    "parse_overrides",
+    "resolve_hyperparams",
+    "linear_schedule",
+    "convert_value",
+    "check_constructor_kwargs",
+]
+
+HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
+# Keys of a yml entry that the zoo consumes itself (not passed to the algorithm's constructor).
+SPECIAL_KEYS = ("n_timesteps", "n_envs", "policy")
+_SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+_ACTIVATIONS = {
+    "tanh": "Tanh",
+    "relu": "ReLU",
+    "leaky_relu": "LeakyReLU",
+    "elu": "ELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+}
+
+
+def load_hyperparams(algo: str, path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Read ``zoo/hyperparams/<algo>.yml`` (or ``path``) into ``{env_id or "default": {key: value}}``."""
+    file = Path(path) if path is not None else HYPERPARAMS_DIR / f"{algo}.yml"
+    if not file.is_file():
+        raise FileNotFoundError(f"No hyperparameter file for algo {algo!r}: {file} does not exist.")
+    with open(file) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
+        raise ValueError(f"{file} must map env ids (and 'default') to mappings of hyperparameters.")
+    return {str(k): dict(v or {}) for k, v in data.items()}
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Parse rl-zoo style ``-params key:value`` overrides; values are YAML (``lr:1e-3``, ``net:[64, 64]``).
+
+    Raises:
+        ValueError: an item has no ``:`` or an empty key, or its value is not valid YAML.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition(":")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(
+                f"Malformed hyperparameter override {item!r}: expected key:value, e.g. learning_rate:3e-4 or "
+                "policy_kwargs:\"{net_arch: [64, 64]}\"."
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ValueError(f"Malformed value in hyperparameter override {item!r}: not valid YAML ({err}).") from err
+        out[key] = value
+    return out
+
+
+def linear_schedule(initial_value: float):
+    """SB3 schedule ``progress_remaining -> progress_remaining * initial_value`` (1 at start, 0 at the end)."""
+
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * initial_value
+
+    return schedule
+
+
+def convert_value(key: str, value: Any) -> Any:
+    """Turn rl-zoo string forms into objects: ``lin_X`` schedules and ``policy_kwargs`` activation names."""
+    if key in _SCHEDULE_KEYS and isinstance(value, str):
+        if not value.startswith("lin_"):
+            raise ValueError(f"Hyperparameter {key}={value!r}: expected a number or a schedule like 'lin_3e-4'.")
+        try:
+            return linear_schedule(float(value[len("lin_") :]))
+        except ValueError as err:
+            raise ValueError(f"Hyperparameter {key}={value!r}: 'lin_' must be followed by a number.") from err
+    if key == "policy_kwargs":
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"policy_kwargs must be a mapping, got {value!r}; write it as YAML, e.g. policy_kwargs:\"{{net_arch: [64]}}\"."
+            )
+        value = dict(value)
+        act = value.get("activation_fn")
+        if isinstance(act, str):
+            if act not in _ACTIVATIONS:
+                raise ValueError(f"policy_kwargs.activation_fn={act!r} is unknown; use one of {sorted(_ACTIVATIONS)}.")
+            import torch.nn as nn
+
+            value["activation_fn"] = getattr(nn, _ACTIVATIONS[act])
+    return value
+
+
+def resolve_hyperparams(
+    algo: str,
+    env_id: str,
+    overrides: dict[str, Any] | None = None,
+    table: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Merge ``default``, the env's entry and ``overrides`` (later wins).
+
+    Returns:
+        ``(raw, converted)``: ``raw`` is the plain merged mapping (what goes into ``config.yml``);
+        ``converted`` has schedules and activation classes ready for the constructor.
+    """
+    table = load_hyperparams(algo) if table is None else table
+    raw: dict[str, Any] = copy.deepcopy(table.get("default", {}))
+    raw.update(copy.deepcopy(table.get(env_id, {})))
+    for key, value in (overrides or {}).items():
+        if key == "policy_kwargs" and isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}  # merge so that one policy kwarg can be changed alone
+        else:
+            raw[key] = value
+    converted = {k: convert_value(k, v) for k, v in raw.items()}
+    return raw, converted
+
+
+def check_constructor_kwargs(algo: str, kwargs: dict[str, Any], valid: list[str]) -> None:
+    """Raise ``ValueError`` naming unknown hyperparameters of ``algo``, with close matches from ``valid``."""
+    unknown = [k for k in kwargs if k not in valid and k not in SPECIAL_KEYS]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, valid + list(SPECIAL_KEYS), n=3)
+            hints.append(f"{k!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise ValueError(
+            f"Unknown hyperparameter(s) for {algo}: {'; '.join(hints)}. Valid keys: {', '.join(sorted(valid + list(SPECIAL_KEYS)))}."
+        )
