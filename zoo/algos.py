@@ -79,7 +79,9 @@ def build_model(
     kwargs = {k: v for k, v in hyperparams.items() if k not in ("n_timesteps", "n_envs")}
     policy = kwargs.pop("policy", None)
     if policy is None:
-        raise ValueError(f"No 'policy' in the {algo} hyperparameters; set one in zoo/hyperparams/{algo}.yml or -params policy:X.")
+        raise ValueError(
+            f"No 'policy' in the {algo} hyperparameters; set one in zoo/hyperparams/{algo}.yml or -params policy:X."
+        )
     valid = constructor_keys(cls)
     check_constructor_kwargs(algo, kwargs, valid)
     if "n_envs" in valid:  # AMAGO accepts n_envs (it may build envs itself); pass the real one for consistency

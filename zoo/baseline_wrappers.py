@@ -48,7 +48,9 @@ def _leaf_to_box(space: spaces.Space) -> spaces.Box:
     if isinstance(space, spaces.MultiBinary):
         return spaces.Box(0.0, 1.0, (int(np.prod(space.shape)),), np.float32)
     if isinstance(space, spaces.Box):
-        return spaces.Box(space.low.reshape(-1).astype(np.float32), space.high.reshape(-1).astype(np.float32), dtype=np.float32)
+        return spaces.Box(
+            space.low.reshape(-1).astype(np.float32), space.high.reshape(-1).astype(np.float32), dtype=np.float32
+        )
     if isinstance(space, spaces.Tuple):
         parts = [_leaf_to_box(s) for s in space.spaces]
         return spaces.Box(np.concatenate([p.low for p in parts]), np.concatenate([p.high for p in parts]), dtype=np.float32)

@@ -146,7 +146,13 @@ def train(args: TrainArgs) -> TrainResult:
             model = _load_trained_agent(args, env, tensorboard_log)
         else:
             model = build_model(
-                args.algo, env, hyperparams, seed=seed, tensorboard_log=tensorboard_log, verbose=args.verbose, device=args.device
+                args.algo,
+                env,
+                hyperparams,
+                seed=seed,
+                tensorboard_log=tensorboard_log,
+                verbose=args.verbose,
+                device=args.device,
             )
         model.zoo_env_id = args.env  # saved in the zip: lets -i refuse a checkpoint from another env
         model.zoo_algo = args.algo
@@ -189,8 +195,13 @@ def train(args: TrainArgs) -> TrainResult:
         results = np.load(run_dir / "evaluations.npz")["results"]
         if len(results):
             last_mean, last_std = float(np.mean(results[-1])), float(np.std(results[-1]))
-    summary = {"n_timesteps": int(model.num_timesteps), "wall_time_s": round(wall, 2), "seed": seed,
-               "last_eval_mean": last_mean, "last_eval_std": last_std}
+    summary = {
+        "n_timesteps": int(model.num_timesteps),
+        "wall_time_s": round(wall, 2),
+        "seed": seed,
+        "last_eval_mean": last_mean,
+        "last_eval_std": last_std,
+    }
     _write_yaml(run_dir / "summary.yml", summary)
     if args.verbose:
         print(f"Saved final model to {model_path} ({wall:.1f} s)")

@@ -72,7 +72,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(
                 f"Malformed hyperparameter override {item!r}: expected key:value, e.g. learning_rate:3e-4 or "
-                "policy_kwargs:\"{net_arch: [64, 64]}\"."
+                'policy_kwargs:"{net_arch: [64, 64]}".'
             )
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
@@ -105,7 +105,7 @@ def convert_value(key: str, value: Any) -> Any:
             return None
         if not isinstance(value, dict):
             raise ValueError(
-                f"policy_kwargs must be a mapping, got {value!r}; write it as YAML, e.g. policy_kwargs:\"{{net_arch: [64]}}\"."
+                f'policy_kwargs must be a mapping, got {value!r}; write it as YAML, e.g. policy_kwargs:"{{net_arch: [64]}}".'
             )
         value = dict(value)
         act = value.get("activation_fn")
@@ -150,6 +150,5 @@ def check_constructor_kwargs(algo: str, kwargs: dict[str, Any], valid: list[str]
         for k in unknown:
             close = difflib.get_close_matches(k, valid + list(SPECIAL_KEYS), n=3)
             hints.append(f"{k!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        raise ValueError(
-            f"Unknown hyperparameter(s) for {algo}: {'; '.join(hints)}. Valid keys: {', '.join(sorted(valid + list(SPECIAL_KEYS)))}."
-        )
+        keys = ", ".join(sorted(valid + list(SPECIAL_KEYS)))
+        raise ValueError(f"Unknown hyperparameter(s) for {algo}: {'; '.join(hints)}. Valid keys: {keys}.")

@@ -1,10 +1,11 @@
-"""``python -m zoo.train --algo {amago,ppo,recurrent_ppo} --env ID``: train one agent, rl-baselines3-zoo style.
+r"""``python -m zoo.train --algo {amago,ppo,recurrent_ppo} --env ID``: train one agent, rl-baselines3-zoo style.
 
 Examples::
 
     python -m zoo.train --algo amago --env popgym-RepeatPreviousEasy-v0 -n 50000 --progress
     python -m zoo.train --algo ppo --env popgym-CountRecallEasy-v0 -params learning_rate:lin_3e-4 n_envs:4
-    python -m zoo.train --algo ppo --env popgym-CountRecallEasy-v0 -i logs/ppo/popgym-CountRecallEasy-v0_1/popgym-CountRecallEasy-v0.zip
+    python -m zoo.train --algo ppo --env popgym-CountRecallEasy-v0 \
+        -i logs/ppo/popgym-CountRecallEasy-v0_1/popgym-CountRecallEasy-v0.zip
 
 Outputs go to ``<log-folder>/<algo>/<env>_<n>/`` (see :mod:`zoo.exp`). Bad input (unknown algo or env id,
 malformed ``-params``, a checkpoint from another env) exits with status 2 and a one-line explanation.
@@ -35,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tb", "--tensorboard-log", default="", help="tensorboard log dir (default: none)")
     p.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm and rich)")
     p.add_argument(
-        "-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE",
-        help="override hyperparameters; values are YAML, e.g. learning_rate:1e-3 policy_kwargs:\"{net_arch: [64]}\"",
+        "-params",
+        "--hyperparams",
+        nargs="+",
+        default=[],
+        metavar="KEY:VALUE",
+        help='override hyperparameters; values are YAML, e.g. learning_rate:1e-3 policy_kwargs:"{net_arch: [64]}"',
     )
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-i", "--trained-agent", default="", help="continue training from this .zip (same algo and env)")
