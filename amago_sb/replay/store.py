@@ -120,7 +120,7 @@ class TrajectoryStore:
         self._version = 0  # bumped on every index change (the sampler caches weights per version)
         self._last_refresh = 0.0
         if read_only:
-            if not self.directory.is_dir():
+            if not os.path.isdir(self.directory):
                 raise FileNotFoundError(f"Replay directory {self.directory} does not exist (opened with read_only=True).")
         else:
             self._open_writable()
