@@ -11,11 +11,14 @@ from wrappers.relabel import relabel
 from wrappers.spaces import UnsupportedSpaceError
 from wrappers.trajectory import Trajectory, flatten_keys
 from wrappers.trajectory_wrapper import TRAJECTORY_KEYS, TrajectoryWrapper, ensure_trajectory_env, is_trajectory_space
+from wrappers.trial import KeepTaskError, TrialWrapper
 
 __all__ = [
     "TrajectoryWrapper",
     "InstructionWrapper",
     "relabel",
+    "TrialWrapper",
+    "KeepTaskError",
     "Trajectory",
     "flatten_keys",
     "is_trajectory_space",

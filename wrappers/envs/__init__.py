@@ -9,6 +9,10 @@ __all__ = ["register_envs"]
 _ENVS: dict[str, dict] = {
     "GoalGrid-v0": {"entry_point": "wrappers.envs.goal_grid:GoalGridEnv", "max_episode_steps": 50},
     "GoalGridInstruction-v0": {"entry_point": "wrappers.envs.goal_grid:make_goal_grid_instruction"},
+    "MetaBandit-v0": {"entry_point": "wrappers.envs.bandits:MetaBanditEnv"},
+    "MetaBanditTrial-v0": {"entry_point": "wrappers.envs.bandits:make_meta_bandit_trial"},
+    "TwoArmedBandit-v0": {"entry_point": "wrappers.envs.bandits:TwoArmedBanditEnv"},
+    "TMazePassive-v0": {"entry_point": "wrappers.envs.tmaze:TMazePassiveEnv"},
 }
 
 

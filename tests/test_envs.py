@@ -1,0 +1,151 @@
+"""Shipped toy envs (GoalGrid, bandits, passive T-maze) and TrialWrapper task persistence."""
+
+from __future__ import annotations
+
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import wrappers  # noqa: F401  (registers the ids)
+from wrappers import KeepTaskError, TrialWrapper, is_trajectory_space, make_env
+from wrappers.envs.bandits import MetaBanditEnv, TwoArmedBanditEnv
+from wrappers.envs.goal_grid import GoalGridEnv
+from wrappers.envs.tmaze import TMazePassiveEnv
+
+
+@pytest.mark.parametrize("env_cls", [GoalGridEnv, MetaBanditEnv, TwoArmedBanditEnv, TMazePassiveEnv])
+def test_check_env_raw_and_trajectory_form(env_cls):
+    check_env(env_cls(), skip_render_check=True)
+    check_env(make_env(env_cls()), skip_render_check=True)
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    ["GoalGrid-v0", "GoalGridInstruction-v0", "MetaBandit-v0", "MetaBanditTrial-v0", "TwoArmedBandit-v0", "TMazePassive-v0"],
+)
+def test_registered_ids(env_id):
+    env = make_env(env_id)
+    assert is_trajectory_space(env.observation_space)
+    obs, _ = env.reset(seed=0)
+    assert obs in env.observation_space
+    for _ in range(5):
+        obs, *_ = env.step(env.action_space.sample())
+        assert obs in env.observation_space
+
+
+def test_check_env_trial_wrapper():
+    check_env(TrialWrapper(MetaBanditEnv(pulls=3), episodes=3), skip_render_check=True)
+
+
+def test_trial_task_persists_within_and_changes_across_trials():
+    env = TrialWrapper(MetaBanditEnv(arms=4, pulls=3), episodes=3)
+    probs_per_trial = []
+    for trial in range(3):
+        obs, info = env.reset(seed=trial if trial == 0 else None)
+        probs = info["arm_probs"]
+        seen_episodes, steps, done = {0}, 0, False
+        while not done:
+            obs, reward, term, trunc, info = env.step(1)
+            steps += 1
+            done = term or trunc
+            np.testing.assert_array_equal(info["arm_probs"], probs)  # same task within the trial
+            seen_episodes.add(info["trial_episode"])
+            if info["inner_episode_done"] and not done:
+                assert obs["reset"][0] == 1  # inner start
+                assert obs["prev_action"].tolist() == [0, 1, 0, 0]  # carries the last transition
+                assert obs["prev_reward"][0] == reward
+        assert steps == 9 and seen_episodes == {0, 1, 2} and term and not trunc
+        assert obs["time"][0] == pytest.approx(1.0)
+        probs_per_trial.append(probs)
+    assert not np.allclose(probs_per_trial[0], probs_per_trial[1])
+    assert not np.allclose(probs_per_trial[1], probs_per_trial[2])
+
+
+def test_trial_single_episode_is_plain_episode():
+    env = TrialWrapper(MetaBanditEnv(pulls=2), episodes=1)
+    env.reset(seed=0)
+    env.step(0)
+    assert env.step(0)[2] is True
+
+
+class ForgetfulBandit(MetaBanditEnv):
+    """Ignores keep_task: always draws a new task."""
+
+    def reset(self, *, seed=None, options=None):
+        return super().reset(seed=seed, options=None)
+
+
+class NoOptionsEnv(gym.Env):
+    observation_space = gym.spaces.Box(0, 1, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None):  # old-style signature without options
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, True, False, {}
+
+
+def test_trial_bad_input():
+    env = TrialWrapper(ForgetfulBandit(pulls=2), episodes=2)
+    env.reset(seed=0)
+    env.step(0)
+    with pytest.raises(KeepTaskError, match=re.escape("ForgetfulBandit changed its task_id from")):
+        env.step(0)
+    with pytest.raises(KeepTaskError, match="does not accept `options`"):
+        TrialWrapper(NoOptionsEnv(), episodes=2)
+    with pytest.raises(ValueError, match="episodes must be a positive int"):
+        TrialWrapper(MetaBanditEnv(), episodes=0)
+
+
+def test_two_armed_bandit_oracle():
+    env = TwoArmedBanditEnv()
+    _, info = env.reset(seed=3)
+    assert info["oracle_return"] == pytest.approx(24.0)
+    good, total, steps, done = info["good_arm"], 0.0, 0, False
+    while not done:
+        _, r, done, _, info = env.step(good)
+        total += r
+        steps += 1
+    assert steps == 30 and 15 <= total <= 30
+    goods = {env.reset(seed=s)[1]["good_arm"] for s in range(10)}
+    assert goods == {0, 1}
+
+
+def test_tmaze_memory_task():
+    env = TMazePassiveEnv(corridor_length=4, step_penalty=0.01)
+    for seed in range(6):
+        obs, info = env.reset(seed=seed)
+        cue = info["cue"]
+        assert obs[0] == cue and obs[2] == 0
+        for _ in range(4):
+            obs, r, term, trunc, _ = env.step(0)
+            assert obs[0] == 0 and r == pytest.approx(-0.01) and not term
+        assert obs[2] == 1
+        obs, r, term, _, info = env.step(2 if cue == 1 else 3)
+        assert r == 1.0 and term and info["success"]
+    env.reset(seed=0)
+    cue = env.cue
+    for _ in range(4):
+        env.step(0)
+    assert env.step(3 if cue == 1 else 2)[1] == -1.0
+    env.reset(seed=0)
+    for _ in range(4):
+        *_, trunc, _ = env.step(1)
+    assert not trunc and env.step(1)[3] is True  # truncated after corridor_length + 1 steps
+    traj = make_env("TMazePassive-v0", corridor_length=4)
+    assert traj.max_episode_steps == 5
+
+
+def test_toy_env_bad_arguments():
+    with pytest.raises(ValueError, match="corridor_length must be >= 1"):
+        TMazePassiveEnv(corridor_length=0)
+    with pytest.raises(ValueError, match="arms >= 2"):
+        MetaBanditEnv(arms=1)
+    with pytest.raises(ValueError, match="n_objects must be in"):
+        GoalGridEnv(size=2, n_objects=4)
+    with pytest.raises(ValueError, match="p_bad <= p_good"):
+        TwoArmedBanditEnv(p_good=0.1, p_bad=0.9)

@@ -1,0 +1,69 @@
+"""``TMazePassive-v0``: the passive T-maze of Ni et al. 2023 ("When do Transformers shine in RL?"), a pure memory test.
+
+The agent starts at the left end of a corridor of ``corridor_length`` cells. The cue (+1 = goal up, -1 = goal down) is
+shown only in the first observation. At the junction (right end) it must choose up or down: reward +1 for the cued
+side, -1 for the other, and the episode terminates. Every other step costs ``step_penalty`` (default 0). The episode
+is truncated after ``corridor_length + 1`` steps (the optimal length) unless ``max_episode_length`` says otherwise.
+
+Actions ``Discrete(4)``: 0 right (forward), 1 left, 2 up, 3 down (up/down do nothing inside the corridor).
+Observation ``Box(-1, 1, (3,), float32)``: ``[cue (first step only), in corridor, at junction]``.
+``info["success"]`` is set on the choice step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["TMazePassiveEnv"]
+
+
+class TMazePassiveEnv(gym.Env):
+    """Passive T-maze (module docstring)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, corridor_length: int = 10, step_penalty: float = 0.0, max_episode_length: int | None = None):
+        if corridor_length < 1:
+            raise ValueError(f"TMazePassive corridor_length must be >= 1, got {corridor_length}.")
+        self.corridor_length = int(corridor_length)
+        self.step_penalty = float(step_penalty)
+        self.max_episode_length = int(max_episode_length or self.corridor_length + 1)
+        self.observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.action_space = spaces.Discrete(4)
+        self.cue, self.x, self.t = 1, 0, 0
+
+    def _obs(self) -> np.ndarray:
+        at_junction = self.x == self.corridor_length
+        cue = float(self.cue) if self.t == 0 else 0.0
+        return np.array([cue, 0.0 if at_junction else 1.0, 1.0 if at_junction else 0.0], np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Draw the cue and go back to the start."""
+        super().reset(seed=seed)
+        self.cue = 1 if self.np_random.random() < 0.5 else -1
+        self.x, self.t = 0, 0
+        return self._obs(), {"cue": self.cue}
+
+    def step(self, action):
+        """Move or choose (module docstring)."""
+        action = int(action)
+        if not 0 <= action < 4:
+            raise ValueError(f"TMazePassive action must be in 0..3, got {action!r}.")
+        self.t += 1
+        info: dict[str, Any] = {"cue": self.cue}
+        if self.x == self.corridor_length and action in (2, 3):
+            success = (action == 2) == (self.cue == 1)
+            info["success"] = success
+            return self._obs(), 1.0 if success else -1.0, True, False, info
+        if action == 0:
+            self.x = min(self.x + 1, self.corridor_length)
+        elif action == 1:
+            self.x = max(self.x - 1, 0)
+        truncated = self.t >= self.max_episode_length
+        if truncated:
+            info["success"] = False
+        return self._obs(), -self.step_penalty, False, truncated, info
