@@ -1,0 +1,172 @@
+"""``python -m zoo.enjoy --algo ALGO --env ID -f logs/``: run a trained agent and print its episode returns.
+
+The agent keeps its recurrent state across steps (``predict(obs, state, episode_start)``: AMAGO's context /
+KV cache, RecurrentPPO's LSTM state), reset at episode starts. ``--gif out.gif`` records the image
+observations of image envs (Crafter) with imageio if installed, else with Pillow.
+
+Examples::
+
+    python -m zoo.enjoy --algo amago --env popgym-RepeatPreviousEasy-v0 -f logs/ --n-episodes 10
+    python -m zoo.enjoy --algo ppo --env Crafter-v0 -f logs/ --exp-id 2 --load-best --gif crafter.gif
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["find_model", "run_episodes", "save_gif", "main"]
+
+
+def find_model(
+    log_folder: str | Path,
+    algo: str,
+    env_id: str,
+    exp_id: int = 0,
+    load_best: bool = False,
+    load_checkpoint: int | None = None,
+) -> Path:
+    """Path of a saved model: run ``exp_id`` (0 = latest) of ``<log_folder>/<algo>/<env_id>_<n>/``.
+
+    Raises:
+        FileNotFoundError: no such run or model file (the message lists what exists).
+    """
+    base = Path(log_folder) / algo
+    pattern = re.compile(rf"^{re.escape(env_id)}_(\d+)$")
+    runs = {int(m.group(1)): p for p in base.glob(f"{env_id}_*") if (m := pattern.match(p.name))}
+    if not runs:
+        raise FileNotFoundError(f"No runs of {algo} on {env_id} under {base}; train one with python -m zoo.train.")
+    run_id = max(runs) if exp_id == 0 else exp_id
+    if run_id not in runs:
+        raise FileNotFoundError(f"No run {env_id}_{run_id} under {base}; existing ids: {sorted(runs)}.")
+    run = runs[run_id]
+    if load_checkpoint is not None:
+        path = run / f"rl_model_{load_checkpoint}_steps.zip"
+    elif load_best:
+        path = run / "best_model.zip"
+    else:
+        path = run / f"{env_id}.zip"
+    if not path.is_file():
+        existing = sorted(p.name for p in run.glob("*.zip"))
+        raise FileNotFoundError(f"{path} does not exist; models in {run}: {existing or 'none (run killed early?)'}.")
+    return path
+
+
+def _image(obs) -> np.ndarray | None:
+    """The first image (H, W, 3) uint8 of env 0 in a batched observation (array or dict of arrays), if any."""
+    candidates = list(obs.values()) if isinstance(obs, dict) else [obs]
+    for arr in candidates:
+        arr = np.asarray(arr)
+        if arr.dtype == np.uint8 and arr.ndim == 4:
+            img = arr[0]
+            return np.transpose(img, (1, 2, 0)) if img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3) else img
+    return None
+
+
+def run_episodes(model, env, n_episodes: int, deterministic: bool = True, record: bool = False, max_steps: int = 100_000):
+    """Run ``n_episodes`` on env 0 of a VecEnv with the model's recurrent state.
+
+    Returns:
+        ``(returns, lengths, frames)``: lists of per-episode return and length, and the image frames of env 0
+        when ``record`` (empty for envs without image observations).
+    """
+    obs = env.reset()
+    state = None
+    episode_start = np.ones((env.num_envs,), dtype=bool)
+    returns, lengths, frames = [], [], []
+    ep_ret, ep_len = 0.0, 0
+    for _ in range(max_steps):
+        if record and (img := _image(obs)) is not None:
+            frames.append(img)
+        action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        obs, reward, done, _ = env.step(action)
+        episode_start = done
+        ep_ret += float(reward[0])
+        ep_len += 1
+        if done[0]:
+            returns.append(ep_ret)
+            lengths.append(ep_len)
+            ep_ret, ep_len = 0.0, 0
+            if len(returns) >= n_episodes:
+                break
+    return returns, lengths, frames
+
+
+def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 15) -> Path:
+    """Write ``frames`` (H, W, 3) uint8 as a GIF with imageio, or Pillow when imageio is not installed."""
+    if not frames:
+        raise ValueError("No image frames to save: --gif needs an env with image observations (e.g. Crafter-v0).")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import imageio.v2 as imageio
+
+        imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
+    except ImportError:
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags follow rl-baselines3-zoo's ``enjoy.py``."""
+    p = argparse.ArgumentParser(prog="python -m zoo.enjoy", description=__doc__.split("\n")[0])
+    p.add_argument("--algo", required=True)
+    p.add_argument("--env", required=True)
+    p.add_argument("-f", "--folder", default="logs", help="log folder given to zoo.train")
+    p.add_argument("--exp-id", type=int, default=0, help="run id (0: latest)")
+    p.add_argument("--load-best", action="store_true", help="load best_model.zip (saved by the evaluations)")
+    p.add_argument("--load-checkpoint", type=int, default=None, help="load rl_model_<N>_steps.zip")
+    p.add_argument("--n-episodes", type=int, default=5)
+    p.add_argument("-n", "--n-timesteps", type=int, default=100_000, help="step limit")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic choice")
+    p.add_argument("--gif", default="", help="write the image observations to this GIF (image envs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; prints one line per episode and the mean return."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    from zoo.algos import check_algo, get_algo_class
+    from zoo.envs import check_env_id, make_vec_env
+    from zoo.exp import checkpoint_env_id
+
+    try:
+        check_algo(ns.algo)
+        check_env_id(ns.env)
+        path = find_model(ns.folder, ns.algo, ns.env, ns.exp_id, ns.load_best, ns.load_checkpoint)
+        trained_on = checkpoint_env_id(path)
+        if trained_on is not None and trained_on != ns.env:
+            raise ValueError(f"{path} was trained on {trained_on!r}, not {ns.env!r}.")
+        env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed)
+        model = get_algo_class(ns.algo).load(path, env=env, device=ns.device)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        parser.exit(2, f"zoo.enjoy: error: {err}\n")
+    print(f"Loaded {path}")
+    returns, lengths, frames = run_episodes(model, env, ns.n_episodes, not ns.stochastic, bool(ns.gif), ns.n_timesteps)
+    env.close()
+    for i, (r, n) in enumerate(zip(returns, lengths)):
+        print(f"episode {i}: return {r:.3f}, length {n}")
+    if returns:
+        print(f"mean return {np.mean(returns):.3f} +- {np.std(returns):.3f} over {len(returns)} episodes")
+    else:
+        print(f"no episode finished within {ns.n_timesteps} steps")
+    if ns.gif:
+        try:
+            print(f"GIF saved to {save_gif(frames, ns.gif)}")
+        except ValueError as err:
+            parser.exit(2, f"zoo.enjoy: error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
