@@ -1,0 +1,126 @@
+"""Plain-PyTorch attention: the reference the kernels are tested against, and the entropy fallback.
+
+Conventions shared by every backend (see ``amago_sb.kernels.attention``):
+
+* ``q, k, v``: ``(B, H, L, D)``; scores are ``q @ k^T / sqrt(D)``.
+* ``lengths``: ``(B,)`` integers in ``[0, L]``; sequence ``b`` holds ``lengths[b]`` valid steps followed by
+  padding. Keys at or past the length are never attended; queries at or past it produce zeros (output and
+  entropy), never NaN, and receive / send no gradient.
+* ``causal``: query ``i`` attends keys ``j <= i``.
+* Entropy is in nats: ``H_i = -sum_j p_ij log p_ij`` over the keys query ``i`` attends.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["attention_reference", "attention_entropy", "decode_attention_reference", "allowed_mask"]
+
+
+def allowed_mask(L: int, S: int, lengths: torch.Tensor | None, causal: bool, device: torch.device) -> torch.Tensor | None:
+    """Boolean mask of attended (query, key) pairs, broadcastable to ``(B, 1, L, S)``; None when all are allowed.
+
+    Causal masking is aligned so that the last query sees the last key (``j <= i + S - L``).
+    """
+    mask = None
+    if causal:
+        mask = torch.ones(L, S, dtype=torch.bool, device=device).tril(S - L)[None, None]  # (1, 1, L, S)
+    if lengths is not None:
+        key_ok = (torch.arange(S, device=device)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, S)
+        mask = key_ok if mask is None else mask & key_ok
+    return mask
+
+
+def _query_ok(L: int, lengths: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return (torch.arange(L, device=device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, L)
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    causal: bool = True,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Materialized-softmax attention in the inputs' dtype; differentiable (entropy too).
+
+    Args:
+        q, k, v: ``(B, H, L, D)``.
+        lengths: ``(B,)`` valid steps per sequence, or None (all valid).
+        causal: mask keys after the query.
+        return_entropy: also return the attention entropy ``(B, H, L)`` in nats.
+
+    Returns:
+        ``out (B, H, L, D)`` or ``(out, entropy)``.
+    """
+    L, S = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, L, S)
+    mask = allowed_mask(L, S, lengths, causal, q.device)
+    if mask is not None:
+        # rows without any allowed key get a uniform softmax over zeros that the mask then removes: no NaN
+        scores = scores.masked_fill(~mask, float("-inf"))
+        row_ok = mask.any(-1, keepdim=True)  # (B|1, 1, L, 1)
+        scores = torch.where(row_ok, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
+    p = scores.softmax(-1)
+    if mask is not None:
+        p = p * mask
+    out = p @ v  # (B, H, L, D)
+    if lengths is not None:
+        q_ok = _query_ok(L, lengths, q.device)
+        out = out * q_ok[..., None]
+    if not return_entropy:
+        return out
+    ent = -torch.special.xlogy(p, p).sum(-1)  # (B, H, L)
+    if lengths is not None:
+        ent = ent * q_ok
+    return out, ent
+
+
+@torch.no_grad()
+def attention_entropy(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    causal: bool = True,
+    block: int = 256,
+) -> torch.Tensor:
+    """Attention entropy ``(B, H, L)`` in nats, without autograd, ``block`` queries at a time in float32.
+
+    This is the entropy path of the SDPA backend: SDPA does not expose its softmax, so the scores are
+    recomputed here. Peak extra memory is ``B * H * block * S`` floats instead of the full ``L x S`` matrix,
+    and nothing is kept for backward. It costs about one more ``q @ k^T`` (a third of the forward FLOPs).
+    """
+    if block < 1:
+        raise ValueError(f"block must be a positive number of queries, got {block!r}")
+    L, S = q.shape[-2], k.shape[-2]
+    scale = q.shape[-1] ** -0.5
+    kf = k.float()
+    mask = allowed_mask(L, S, lengths, causal, q.device)
+    ent = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)  # (B, H, L)
+    for i in range(0, L, block):
+        s = (q[..., i : i + block, :].float() @ kf.transpose(-1, -2)) * scale  # (B, H, b, S)
+        if mask is not None:
+            s = s.masked_fill(~mask[..., i : i + block, :], float("-inf"))
+        logp = torch.log_softmax(s, -1)
+        e = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+        ent[..., i : i + block] = e.nan_to_num(nan=0.0)  # rows without keys: 0
+    if lengths is not None:
+        ent = ent * _query_ok(L, lengths, q.device)
+    return ent
+
+
+def decode_attention_reference(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """One query per sequence against a KV cache. q ``(B, H, D)``, caches ``(B, H, S, D)``, lengths ``(B,)``.
+
+    Returns ``(B, H, D)``: softmax attention over cache entries ``< lengths[b]``; zeros where the length is 0.
+    """
+    S = k_cache.shape[-2]
+    scores = (q[:, :, None, :] @ k_cache.transpose(-1, -2))[:, :, 0, :] * q.shape[-1] ** -0.5  # (B, H, S)
+    key_ok = (torch.arange(S, device=q.device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, S)
+    scores = scores.masked_fill(~key_ok, float("-inf"))
+    scores = torch.where(key_ok.any(-1, keepdim=True), scores, torch.zeros((), dtype=scores.dtype, device=q.device))
+    p = scores.softmax(-1) * key_ok
+    return (p[:, :, None, :] @ v_cache)[:, :, 0, :]  # (B, H, D)

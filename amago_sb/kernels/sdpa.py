@@ -1,0 +1,51 @@
+"""Attention through ``torch.nn.functional.scaled_dot_product_attention``: the CPU path and the non-Triton fallback.
+
+SDPA picks its own kernel (flash / memory-efficient / math on CUDA, a fused C++ kernel on CPU). Padding is
+expressed as a boolean mask; SDPA returns NaN for a query with no allowed key, so key 0 is unmasked for such
+rows (only sequences of length 0 have them) and their outputs are zeroed afterwards. The entropy, which
+SDPA cannot return, comes from ``reference.attention_entropy`` (no autograd, query-blocked, float32).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .reference import allowed_mask, attention_entropy
+
+__all__ = ["sdpa_attention", "sdpa_decode_attention"]
+
+
+def sdpa_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    causal: bool = True,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """SDPA attention on validated inputs ``(B, H, L, D)``; returns out or ``(out, entropy float32 (B, H, L))``."""
+    L = q.shape[-2]
+    if lengths is None:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    else:
+        mask = allowed_mask(L, L, lengths, causal, q.device).clone()  # (B, 1, L, L)
+        mask[..., 0] = True  # no all-masked rows (length-0 sequences); those outputs are zeroed below
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        q_ok = torch.arange(L, device=q.device)[None, :] < lengths[:, None]  # (B, L)
+        out = out * q_ok[:, None, :, None].to(out.dtype)
+    if not return_entropy:
+        return out
+    return out, attention_entropy(q, k, lengths, causal)
+
+
+def sdpa_decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """One query per sequence, q ``(B, H, D)``, caches ``(B, H, S, D)``, lengths ``(B,)`` -> ``(B, H, D)``."""
+    S = k_cache.shape[-2]
+    key_ok = torch.arange(S, device=q.device)[None, :] < lengths[:, None]  # (B, S)
+    mask = key_ok.clone()
+    mask[:, 0] = True
+    out = F.scaled_dot_product_attention(q[:, :, None, :], k_cache, v_cache, attn_mask=mask[:, None, None, :])
+    return out[:, :, 0, :] * (lengths > 0)[:, None, None].to(out.dtype)
