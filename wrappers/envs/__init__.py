@@ -13,6 +13,8 @@ _ENVS: dict[str, dict] = {
     "MetaBanditTrial-v0": {"entry_point": "wrappers.envs.bandits:make_meta_bandit_trial"},
     "TwoArmedBandit-v0": {"entry_point": "wrappers.envs.bandits:TwoArmedBanditEnv"},
     "TMazePassive-v0": {"entry_point": "wrappers.envs.tmaze:TMazePassiveEnv"},
+    "Crafter-v0": {"entry_point": "wrappers.envs.crafter_adapter:CrafterEnv"},
+    "CrafterInstruction-v0": {"entry_point": "wrappers.envs.crafter_instruction:make_crafter_instruction"},
 }
 
 

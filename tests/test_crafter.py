@@ -1,0 +1,139 @@
+"""Crafter adapter and CrafterInstruction on real (small) Crafter worlds."""
+
+from __future__ import annotations
+
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import wrappers  # noqa: F401  (registers the ids)
+from wrappers import is_trajectory_space, relabel
+from wrappers.envs.crafter_adapter import ACHIEVEMENTS, CrafterEnv
+from wrappers.envs.crafter_instruction import CrafterGoals
+from wrappers.instruction import replay_instruction
+from wrappers.relabel import instruction_goals
+
+SMALL = {"area": (16, 16), "size": (18, 18)}
+PLACE_STONE, NOOP = 7, 0
+
+
+def small_instruction(**kw) -> gym.Env:
+    return gym.make("CrafterInstruction-v0", **SMALL, instruction_len=3, length=60, **kw)
+
+
+def test_check_env_and_spaces():
+    env = CrafterEnv(**SMALL, length=20)
+    check_env(env, skip_render_check=True)
+    assert env.observation_space == gym.spaces.Box(0, 255, (18, 18, 3), np.uint8)
+    assert env.action_space == gym.spaces.Discrete(17) and env.action_names[PLACE_STONE] == "place_stone"
+    assert len(ACHIEVEMENTS) == 22
+
+
+def test_seeding_truncation_and_termination():
+    env = CrafterEnv(**SMALL, length=5)
+    a, info = env.reset(seed=3)
+    b, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(env.reset(seed=3)[1]["semantic"], env.reset(seed=4)[1]["semantic"])
+    assert info["player_pos"].tolist() == [8, 8] and info["new_achievements"] == []
+    env.reset(seed=0)
+    for t in range(5):
+        obs, reward, term, trunc, info = env.step(NOOP)
+        assert obs in env.observation_space
+    assert trunc and not term
+    env.reset(seed=0)
+    env._env._player.health = 0
+    _, _, term, trunc, info = env.step(NOOP)
+    assert term and not trunc and info["discount"] == 0.0
+    env = gym.make("Crafter-v0", **SMALL)
+    assert is_trajectory_space(gym.make("CrafterInstruction-v0", **SMALL).observation_space)
+    assert wrappers.make_env("Crafter-v0", **SMALL).max_episode_steps == 10000
+
+
+def place_stone_in_front(env: CrafterEnv):
+    """Give the player stone, make the faced cell grass, place a stone there."""
+    player = env._env._player
+    player.inventory["stone"] = 3
+    target = tuple(int(v) for v in player.pos + np.array(player.facing))
+    env._env._world[target] = "grass"
+    return target, env.step(PLACE_STONE)
+
+
+def test_placement_detected_at_the_faced_cell():
+    env = CrafterEnv(**SMALL, length=20)
+    env.reset(seed=0)
+    target, (_, _, _, _, info) = place_stone_in_front(env)
+    assert info["new_achievements"] == ["place_stone"]
+    assert info["placed"] == [("stone", target)]
+    stone_id = env._env._world._mat_ids["stone"]
+    assert info["semantic"][target] == stone_id
+    goals = CrafterGoals(area=(16, 16), grid_spacing=8, radius=2.0).achieved(env, {}, info)
+    assert ("place", "stone") in goals and ("place", "stone", "x8", "y8") in goals and ("travel", "x8", "y8") in goals
+    _, _, _, _, info = env.step(NOOP)
+    assert info["new_achievements"] == [] and info["placed"] == []
+
+
+def test_instruction_travel_place_and_achievement_goals():
+    env = small_instruction()
+    obs, info = env.reset(seed=0, options={"instruction": ["travel x8 y8", ("place", "stone", "x8", "y8"), "place stone"]})
+    assert info["achieved"].shape == (8, 4) and not info["achieved"].any()
+    _, r, term, _, info = env.step(NOOP)  # the player starts at (8, 8)
+    assert r == 1 and not term and info["goals_completed"] == 1
+    inner = env.unwrapped
+    player = inner._env._player
+    player.inventory["stone"] = 3
+    target = tuple(int(v) for v in player.pos + np.array(player.facing))
+    inner._env._world[target] = "grass"
+    obs, r, term, _, info = env.step(PLACE_STONE)
+    # the place-at goal is completed; ("place", "stone") was achieved in the same step but goals advance one per step
+    assert r == 1 and not term and info["goals_completed"] == 2
+    assert obs["instruction"][:2].tolist() == [[1] * 4, [1] * 4]
+    inner._env._world[target] = "grass"
+    obs, r, term, _, info = env.step(PLACE_STONE)
+    assert r == 1 and term and info["instruction_success"]
+
+
+def test_sampler_and_vocabulary():
+    goals = CrafterGoals(area=(16, 16), grid_spacing=8)
+    assert goals.vocabulary[:3] == ["collect", "coal", "diamond"] and "travel" in goals.vocabulary
+    assert [t for t in goals.vocabulary if t[0] in "xy" and t[1:].isdigit()] == ["x0", "x8", "y0", "y8"]
+    rng = np.random.default_rng(0)
+    samples = [goals.sample(rng, 3) for _ in range(200)]
+    assert {len(s) for s in samples} == {1, 2, 3}
+    flat = [g for s in samples for g in s]
+    assert {g[0] for g in flat} >= {"travel", "place", "collect", "make"}
+    assert ("travel", "x8", "y8") not in flat  # the start point is never a travel goal
+    with pytest.raises(ValueError, match="task_probs must be 3 non-negative numbers"):
+        CrafterGoals(task_probs=(0.5, 0.5))
+
+
+def test_random_rollout_relabels_consistently():
+    env = small_instruction()
+    from tests.test_wrappers_instruction import record
+
+    traj = record(env, seed=1, steps=60)
+    _, goals = instruction_goals(traj.observations["instruction"][0])
+    np.testing.assert_array_equal(replay_instruction(goals, traj.achieved)[0], traj.rewards)
+    out = relabel(traj, np.random.default_rng(0), scheme="all")
+    _, new_goals = instruction_goals(out.observations["instruction"][0])
+    np.testing.assert_array_equal(replay_instruction(new_goals, out.achieved)[0], out.rewards)
+    assert out.rewards.sum() >= 1  # travel x8 y8 is achieved near the start, so some goal was relabeled in
+
+
+def test_crafter_bad_input():
+    with pytest.raises(ValueError, match=re.escape("use size >= 2 * view")):
+        CrafterEnv(area=(16, 16), size=(16, 16))
+    with pytest.raises(ValueError, match="area"):
+        CrafterEnv(area=(8, 8), size=(18, 18))
+    env = small_instruction()
+    with pytest.raises(ValueError, match=re.escape("tokens ['x5'] outside the vocabulary")):
+        env.reset(seed=0, options={"instruction": ["travel x5 y8"]})
+    env = CrafterEnv(**SMALL)
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.step(0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="Crafter action must be in 0..16"):
+        env.step(17)
