@@ -40,7 +40,7 @@ def test_seeding_truncation_and_termination():
     assert not np.array_equal(env.reset(seed=3)[1]["semantic"], env.reset(seed=4)[1]["semantic"])
     assert info["player_pos"].tolist() == [8, 8] and info["new_achievements"] == []
     env.reset(seed=0)
-    for t in range(5):
+    for _ in range(5):
         obs, reward, term, trunc, info = env.step(NOOP)
         assert obs in env.observation_space
     assert trunc and not term
