@@ -249,3 +249,13 @@ def test_relabel_real_rollouts_are_consistent():
         np.testing.assert_array_equal(out.observations["prev_reward"][1:, 0], out.rewards)
         relabeled += bool(out.meta.get("relabeled"))
     assert relabeled >= 4
+
+
+def test_relabel_accepts_read_only_arrays():
+    # the replay sampler caches trajectories with read-only arrays; relabel must copy, never write in place
+    traj = hand_traj([A, B], [[], [C], [D], []])
+    for arr in [*traj.observations.values(), traj.actions, traj.rewards, traj.terminated, traj.truncated, traj.achieved]:
+        arr.flags.writeable = False
+    out = relabel(traj, np.random.default_rng(0), scheme="all")
+    assert out.rewards.tolist() == [0, 1, 1] and out.terminated[-1]
+    assert traj.rewards.tolist() == [0, 0, 0, 0]
