@@ -6,10 +6,11 @@ import gymnasium as gym
 import numpy as np
 import popgym.envs
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 import wrappers  # noqa: F401  (registers the ids)
 from wrappers import is_trajectory_space
-from wrappers.envs.popgym_adapter import popgym_env_ids
+from wrappers.envs.popgym_adapter import make_popgym, popgym_env_ids
 
 
 def test_all_popgym_envs_make_and_step():
@@ -33,6 +34,12 @@ def test_all_popgym_envs_make_and_step():
             if terminated or truncated:
                 break
         env.close()
+
+
+def test_check_env_all_adapters():
+    for env_id in popgym_env_ids():
+        check_env(make_popgym(env_id[len("popgym-") : -len("-v0")], trajectory=False), skip_render_check=True)
+    check_env(make_popgym("AutoencodeEasy"), skip_render_check=True)  # trajectory form around a Tuple -> Dict env
 
 
 def test_tuple_observation_becomes_dict_and_plain_form():
@@ -62,7 +69,5 @@ def test_lengthless_popgym_envs_get_a_length():
 
 
 def test_unknown_popgym_name():
-    from wrappers.envs.popgym_adapter import make_popgym
-
     with pytest.raises(ValueError, match="Unknown POPGym env 'Nope'"):
         make_popgym("Nope")

@@ -11,6 +11,7 @@ Importing ``popgym`` registers its own ``popgym-*`` ids; :func:`register_popgym`
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +27,7 @@ def _popgym_classes() -> dict[str, type]:
 
 
 class PopgymAdapter(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Tuple observations -> ``Dict({"0": ..., "1": ...})``; sets ``max_episode_length`` (int or None)."""
+    """Tuple observations -> ``Dict({"0": ..., "1": ...})``; sets ``max_episode_length`` (int or None); copies infos."""
 
     def __init__(self, env: gym.Env):
         gym.utils.RecordConstructorArgs.__init__(self)
@@ -40,6 +41,16 @@ class PopgymAdapter(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         if length is None and hasattr(inner, "deck_size"):
             length = int(inner.deck_size)
         self.max_episode_length: int | None = int(length) if length else None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset; the info is a fresh copy (some popgym envs return the same dict on every call)."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.observation(obs), copy.deepcopy(info)
+
+    def step(self, action):
+        """Step; the info is a fresh copy (see :meth:`reset`)."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self.observation(obs), reward, terminated, truncated, copy.deepcopy(info)
 
     def observation(self, observation: Any) -> Any:
         """Convert a tuple observation into the ``Dict`` form; other observations pass through."""
