@@ -259,3 +259,11 @@ def test_relabel_accepts_read_only_arrays():
     out = relabel(traj, np.random.default_rng(0), scheme="all")
     assert out.rewards.tolist() == [0, 1, 1] and out.terminated[-1]
     assert traj.rewards.tolist() == [0, 0, 0, 0]
+
+
+def test_relabel_leaves_multi_episode_trajectories_alone():
+    traj = hand_traj([A], [[], [B], [C]], k=2)
+    traj.observations["reset"] = np.array([[1], [0], [1], [0]], np.float32)
+    assert_same(relabel(traj, np.random.default_rng(0), scheme="all"), traj)
+    traj.observations["reset"][2] = 0
+    assert relabel(traj, np.random.default_rng(0), scheme="all").rewards.sum() == 2

@@ -7,7 +7,8 @@ Algorithm (scheme ``"some"``, AMAGO's default; ``"all"`` fills every free slot):
 
 1. Read the instruction from ``observations["instruction"][0]``: ``c0`` leading ``<done>`` rows (goals completed before
    this chunk), then the original goals ``g``. Replay it over ``achieved`` to find the real successes ``(t, g_i)``.
-   A trajectory that already completes its instruction, or in which nothing was achieved, comes back unchanged.
+   A trajectory that already completes its instruction, in which nothing was achieved, or that spans several
+   episodes (``reset`` = 1 after row 0, where the instruction may change) comes back unchanged (as a copy).
 2. ``n ~ U{0, .., k - c0 - s}`` synthetic goals (``s`` real successes), at most one per step, drawn from steps that
    achieved some goal other than the real successes; at each such step one of its achieved goals is picked.
 3. Real and synthetic goals in chronological order fill the instruction from slot ``c0`` on; the original goals
@@ -84,7 +85,9 @@ def relabel(traj: Trajectory, rng: np.random.Generator, *, scheme: str = "some")
     out = _copy(traj)
     c0, goals = instruction_goals(instr[0])
     _, completed, done_at = replay_instruction(goals, achieved)
-    if done_at >= 0 or not np.any(achieved != PAD):
+    resets = traj.observations.get("reset")
+    several_episodes = resets is not None and bool(np.any(resets[1:] > 0))  # e.g. TrialWrapper around instructions
+    if done_at >= 0 or several_episodes or not np.any(achieved != PAD):
         return out
     real = [(t, goals[int(completed[t])]) for t in range(T) if completed[t + 1] > completed[t]]
     real_steps = {t for t, _ in real}
