@@ -36,6 +36,31 @@ def test_registered_ids(env_id):
         assert obs in env.observation_space
 
 
+@pytest.mark.parametrize("env_id", ["GoalGrid-v0", "MetaBandit-v0", "TwoArmedBandit-v0", "TMazePassive-v0"])
+def test_trajectory_kwarg_plain_envs(env_id):
+    plain = gym.make(env_id, trajectory=False)
+    assert not is_trajectory_space(plain.observation_space)
+    assert not is_trajectory_space(gym.make(env_id).observation_space)  # plain by default
+    traj = gym.make(env_id, trajectory=True)
+    assert is_trajectory_space(traj.observation_space)
+    assert traj.get_wrapper_attr("max_episode_steps") == plain.unwrapped.max_episode_length
+
+
+@pytest.mark.parametrize("env_id", ["GoalGridInstruction-v0", "MetaBanditTrial-v0"])
+def test_trajectory_only_envs_accept_the_kwarg(env_id):
+    for flag in (False, True):
+        assert is_trajectory_space(gym.make(env_id, trajectory=flag).observation_space)
+
+
+def test_goal_grid_time_is_normalized():
+    env = gym.make("GoalGridInstruction-v0", max_episode_length=20)
+    env.reset(seed=0)
+    for t in range(1, 21):
+        obs, _, term, trunc, _ = env.step(0)  # stay: nothing achieved
+        assert obs["time"][0] == pytest.approx(t / 20)
+    assert trunc and not term
+
+
 def test_check_env_trial_wrapper():
     check_env(TrialWrapper(MetaBanditEnv(pulls=3), episodes=3), skip_render_check=True)
 

@@ -1,21 +1,52 @@
-"""Envs shipped with amago-sb and their gymnasium registration (see :func:`register_envs`)."""
+"""Envs shipped with amago-sb and their gymnasium registration (see :func:`register_envs`).
+
+Every id takes ``trajectory=`` in ``gymnasium.make``. Plain envs (``GoalGrid-v0``, ``MetaBandit-v0``,
+``TwoArmedBandit-v0``, ``TMazePassive-v0``, ``Crafter-v0``) default to ``trajectory=False`` (the plain env;
+``True`` wraps it in ``TrajectoryWrapper``). Instruction and trial envs (``GoalGridInstruction-v0``,
+``MetaBanditTrial-v0``, ``CrafterInstruction-v0``) exist only in trajectory form, because the instruction, the
+previous reward and the inner-episode reset flag are what define the task; they accept ``trajectory`` for uniformity
+(e.g. the zoo passes ``trajectory=False`` for SB3 baselines) and always return the trajectory form.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import gymnasium as gym
 
-__all__ = ["register_envs"]
+__all__ = ["register_envs", "make_shipped"]
 
-_ENVS: dict[str, dict] = {
-    "GoalGrid-v0": {"entry_point": "wrappers.envs.goal_grid:GoalGridEnv", "max_episode_steps": 50},
-    "GoalGridInstruction-v0": {"entry_point": "wrappers.envs.goal_grid:make_goal_grid_instruction"},
-    "MetaBandit-v0": {"entry_point": "wrappers.envs.bandits:MetaBanditEnv"},
-    "MetaBanditTrial-v0": {"entry_point": "wrappers.envs.bandits:make_meta_bandit_trial"},
-    "TwoArmedBandit-v0": {"entry_point": "wrappers.envs.bandits:TwoArmedBanditEnv"},
-    "TMazePassive-v0": {"entry_point": "wrappers.envs.tmaze:TMazePassiveEnv"},
-    "Crafter-v0": {"entry_point": "wrappers.envs.crafter_adapter:CrafterEnv"},
-    "CrafterInstruction-v0": {"entry_point": "wrappers.envs.crafter_instruction:make_crafter_instruction"},
+_PLAIN = {
+    "GoalGrid-v0": "wrappers.envs.goal_grid:GoalGridEnv",
+    "MetaBandit-v0": "wrappers.envs.bandits:MetaBanditEnv",
+    "TwoArmedBandit-v0": "wrappers.envs.bandits:TwoArmedBanditEnv",
+    "TMazePassive-v0": "wrappers.envs.tmaze:TMazePassiveEnv",
+    "Crafter-v0": "wrappers.envs.crafter_adapter:CrafterEnv",
 }
+_TRAJECTORY_ONLY = {
+    "GoalGridInstruction-v0": "wrappers.envs.goal_grid:make_goal_grid_instruction",
+    "MetaBanditTrial-v0": "wrappers.envs.bandits:make_meta_bandit_trial",
+    "CrafterInstruction-v0": "wrappers.envs.crafter_instruction:make_crafter_instruction",
+}
+_ENVS: dict[str, dict] = {
+    **{k: {"entry_point": "wrappers.envs:make_shipped", "kwargs": {"target": v}} for k, v in _PLAIN.items()},
+    **{
+        k: {"entry_point": "wrappers.envs:make_shipped", "kwargs": {"target": v, "plain": False}}
+        for k, v in _TRAJECTORY_ONLY.items()
+    },
+}
+
+
+def make_shipped(target: str, trajectory: bool | None = None, plain: bool = True, **kwargs: Any) -> gym.Env:
+    """Entry point of the shipped ids: build ``target`` (``"module:callable"``) with ``kwargs``; see module docstring."""
+    module, name = target.split(":")
+    env = getattr(importlib.import_module(module), name)(**kwargs)
+    if plain and trajectory:
+        from wrappers.trajectory_wrapper import TrajectoryWrapper
+
+        env = TrajectoryWrapper(env)
+    return env
 
 
 def _register(env_id: str, entry_point: str, **kwargs) -> None:

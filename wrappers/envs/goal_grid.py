@@ -3,7 +3,8 @@
 The agent moves on a ``size x size`` grid (actions 0 stay, 1 up, 2 down, 3 left, 4 right). ``n_objects`` objects of
 distinct colours sit on distinct random cells (drawn at reset). Stepping *onto* an object's cell achieves the goal
 ``("reach", <colour>)``, reported in ``info["achieved_goals"]``. The plain env has reward 0; use
-``GoalGridInstruction-v0`` (``InstructionWrapper`` around it) for instructions such as
+``GoalGridInstruction-v0`` (``InstructionWrapper`` around it). Episodes are truncated after ``max_episode_length``
+steps (50) for instructions such as
 ``[("reach", "red"), ("reach", "blue")]``.
 
 Observation: ``Box(0, 1, (2 + 2 * n_objects,), float32)``, the agent's (row, col) then each object's (row, col),
@@ -30,12 +31,16 @@ class GoalGridEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, size: int = 5, n_objects: int = 4):
+    def __init__(self, size: int = 5, n_objects: int = 4, max_episode_length: int = 50):
         if size < 2:
             raise ValueError(f"GoalGrid size must be >= 2, got {size}.")
         if not 1 <= n_objects <= min(len(COLOURS), size * size - 1):
             raise ValueError(f"GoalGrid n_objects must be in 1..{min(len(COLOURS), size * size - 1)}, got {n_objects}.")
+        if max_episode_length < 1:
+            raise ValueError(f"GoalGrid max_episode_length must be >= 1, got {max_episode_length}.")
         self.size, self.n_objects = int(size), int(n_objects)
+        self.max_episode_length = int(max_episode_length)
+        self.t = 0
         self.colours = COLOURS[: self.n_objects]
         self.observation_space = spaces.Box(0.0, 1.0, (2 + 2 * self.n_objects,), np.float32)
         self.action_space = spaces.Discrete(5)
@@ -51,6 +56,7 @@ class GoalGridEnv(gym.Env):
         cells = self.np_random.choice(self.size * self.size, size=self.n_objects + 1, replace=False)
         coords = np.stack([cells // self.size, cells % self.size], axis=1)
         self.agent, self.objects = coords[0].copy(), coords[1:].copy()
+        self.t = 0
         return self._obs(), {"achieved_goals": []}
 
     def step(self, action):
@@ -63,7 +69,8 @@ class GoalGridEnv(gym.Env):
         if not np.array_equal(old, self.agent):
             hit = np.flatnonzero(np.all(self.objects == self.agent, axis=1))
             achieved = [("reach", self.colours[i]) for i in hit]
-        return self._obs(), 0.0, False, False, {"achieved_goals": achieved}
+        self.t += 1
+        return self._obs(), 0.0, False, self.t >= self.max_episode_length, {"achieved_goals": achieved}
 
     def sample_instruction(self, rng: np.random.Generator, k: int = 3) -> list[tuple[str, str]]:
         """1..k ``("reach", colour)`` goals, no colour twice in a row."""
@@ -75,16 +82,15 @@ class GoalGridEnv(gym.Env):
 
 
 def make_goal_grid_instruction(
-    instruction_len: int = 3, size: int = 5, n_objects: int = 4, max_episode_steps: int = 50
+    instruction_len: int = 3, size: int = 5, n_objects: int = 4, max_episode_length: int = 50
 ) -> gym.Env:
     """``GoalGridInstruction-v0``: GoalGrid in trajectory + instruction form (goals of 2 tokens)."""
     from wrappers.instruction import InstructionWrapper
     from wrappers.trajectory_wrapper import TrajectoryWrapper
 
-    base = gym.wrappers.TimeLimit(GoalGridEnv(size=size, n_objects=n_objects), max_episode_steps)
-    inner = base.unwrapped
+    inner = GoalGridEnv(size=size, n_objects=n_objects, max_episode_length=max_episode_length)
     return InstructionWrapper(
-        TrajectoryWrapper(base, max_episode_steps=max_episode_steps),
+        TrajectoryWrapper(inner),
         GOAL_GRID_VOCABULARY,
         instruction_len=instruction_len,
         goal_len=2,
