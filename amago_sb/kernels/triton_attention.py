@@ -44,9 +44,19 @@ _NEG_BIG = -1.0e30  # finite "minus infinity" for the running max, so 0 * (m_old
 
 
 @triton.jit
+def _mma(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ b with float32 accumulation. UPCAST feeds float32 operands (the CPU interpreter's bf16 tl.dot is
+    wrong in triton 3.9; only set under TRITON_INTERPRET)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, u_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, lo, hi, offs_m, offs_n0, d_ok, seq_len,
                qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, ENTROPY: tl.constexpr,
-               PRECISION: tl.constexpr):
+               PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """Online softmax over key tiles [lo, hi). q (BM, D); acc (BM, D); l_i, m_i, u_i (BM,)."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
@@ -55,7 +65,7 @@ def _fwd_inner(acc, l_i, m_i, u_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, lo, 
             kt = tl.load(k_ptrs + start_n * stride_kn, mask=n_ok[None, :] & d_ok[:, None], other=0.0)  # (D, BN)
         else:
             kt = tl.load(k_ptrs + start_n * stride_kn, mask=d_ok[:, None], other=0.0)
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BM, BN), log2 units
+        s = _mma(q, kt, None, PRECISION, UPCAST) * qk_scale  # (BM, BN), log2 units
         if MASKED:
             ok = n_ok[None, :]
             if CAUSAL:
@@ -74,7 +84,7 @@ def _fwd_inner(acc, l_i, m_i, u_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, lo, 
             v = tl.load(v_ptrs + start_n * stride_vn, mask=n_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, D)
         else:
             v = tl.load(v_ptrs + start_n * stride_vn, mask=d_ok[None, :], other=0.0)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        acc = _mma(p.to(v.dtype), v, acc * alpha[:, None], PRECISION, UPCAST)
         m_i = m_new
     return acc, l_i, m_i, u_i
 
@@ -84,7 +94,8 @@ def _attn_fwd(Q, K, V, O, LSE, ENT, LENGTHS, qk_scale,
               stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
               stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
               H, L, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, ENTROPY: tl.constexpr, PRECISION: tl.constexpr):
+              CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, ENTROPY: tl.constexpr, PRECISION: tl.constexpr,
+              UPCAST: tl.constexpr):
     tl.static_assert(D_PAD >= HEAD_DIM)
     tl.static_assert(D_PAD >= 16)
     start_m = tl.program_id(0) * BLOCK_M
@@ -119,9 +130,9 @@ def _attn_fwd(Q, K, V, O, LSE, ENT, LENGTHS, qk_scale,
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
     u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc, l_i, m_i, u_i = _fwd_inner(acc, l_i, m_i, u_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, full_hi, offs_m,
-                                    offs_n0, d_ok, seq_len, qk_scale, BLOCK_N, False, CAUSAL, ENTROPY, PRECISION)
+                                    offs_n0, d_ok, seq_len, qk_scale, BLOCK_N, False, CAUSAL, ENTROPY, PRECISION, UPCAST)
     acc, l_i, m_i, u_i = _fwd_inner(acc, l_i, m_i, u_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, full_hi, hi, offs_m,
-                                    offs_n0, d_ok, seq_len, qk_scale, BLOCK_N, True, CAUSAL, ENTROPY, PRECISION)
+                                    offs_n0, d_ok, seq_len, qk_scale, BLOCK_N, True, CAUSAL, ENTROPY, PRECISION, UPCAST)
 
     row_ok = (offs_m < seq_len) & (l_i > 0.0)
     l_safe = tl.where(row_ok, l_i, 1.0)
@@ -155,7 +166,7 @@ def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride_od, st
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, stride_dom, lo, hi, offs_n, offs_m0,
                 d_ok, seq_len, qk_scale, BLOCK_M: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-                PRECISION: tl.constexpr):
+                PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """Accumulate dK, dV (BN, D) of one key tile over query tiles [lo, hi), transposed: P^T is (BN, BM)."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
@@ -170,17 +181,17 @@ def _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, st
             do = tl.load(do_ptrs + start_m * stride_dom, mask=d_ok[None, :], other=0.0)
             lse = tl.load(lse_ptr + offs_m)
             delta = tl.load(delta_ptr + offs_m)
-        st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BN, BM), log2 units
+        st = _mma(k, tl.trans(q), None, PRECISION, UPCAST) * qk_scale  # (BN, BM), log2 units
         pt = tl.exp2(st - lse[None, :])
         if MASKED:
             ok = m_ok[None, :] & (offs_n[:, None] < seq_len)
             if CAUSAL:
                 ok = ok & (offs_n[:, None] <= offs_m[None, :])
             pt = tl.where(ok, pt, 0.0)
-        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
-        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BN, BM)
+        dv = _mma(pt.to(do.dtype), do, dv, PRECISION, UPCAST)
+        dpt = _mma(v, tl.trans(do), None, PRECISION, UPCAST)  # (BN, BM)
         dst = pt * (dpt - delta[None, :])
-        dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
+        dk = _mma(dst.to(q.dtype), q, dk, PRECISION, UPCAST)
     return dk, dv
 
 
@@ -189,7 +200,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, LENGTHS, sm_scale, qk_scale,
                    stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                    stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
                    H, L, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, PRECISION: tl.constexpr):
+                   CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """One program per (key tile, batch * head). DK, DV are contiguous (B, H, L, D)."""
     start_n = tl.program_id(0) * BLOCK_N
     bh = tl.program_id(1)
@@ -230,11 +241,11 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, LENGTHS, sm_scale, qk_scale,
     dk = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
     dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, stride_dom, lo, a_hi, offs_n,
-                         offs_m0, d_ok, seq_len, qk_scale, BLOCK_M, True, CAUSAL, PRECISION)
+                         offs_m0, d_ok, seq_len, qk_scale, BLOCK_M, True, CAUSAL, PRECISION, UPCAST)
     dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, stride_dom, a_hi, b_hi, offs_n,
-                         offs_m0, d_ok, seq_len, qk_scale, BLOCK_M, False, CAUSAL, PRECISION)
+                         offs_m0, d_ok, seq_len, qk_scale, BLOCK_M, False, CAUSAL, PRECISION, UPCAST)
     dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qm, stride_dom, b_hi, hi, offs_n,
-                         offs_m0, d_ok, seq_len, qk_scale, BLOCK_M, True, CAUSAL, PRECISION)
+                         offs_m0, d_ok, seq_len, qk_scale, BLOCK_M, True, CAUSAL, PRECISION, UPCAST)
     out_off = bh * L * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DK + out_off, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -242,7 +253,8 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, LENGTHS, sm_scale, qk_scale,
 
 @triton.jit
 def _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, lo, hi, offs_m, offs_n0, d_ok, seq_len,
-              qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
+              qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+              UPCAST: tl.constexpr):
     """Accumulate dQ (BM, D) of one query tile over key tiles [lo, hi)."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
@@ -253,16 +265,16 @@ def _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, lo, h
         else:
             kt = tl.load(k_ptrs + start_n * stride_kn, mask=d_ok[:, None], other=0.0)
             vt = tl.load(v_ptrs + start_n * stride_vn, mask=d_ok[:, None], other=0.0)
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BM, BN)
+        s = _mma(q, kt, None, PRECISION, UPCAST) * qk_scale  # (BM, BN)
         p = tl.exp2(s - lse[:, None])
         if MASKED:
             ok = n_ok[None, :]
             if CAUSAL:
                 ok = ok & (offs_n[None, :] <= offs_m[:, None])
             p = tl.where(ok, p, 0.0)
-        dp = tl.dot(do, vt, input_precision=PRECISION)  # (BM, BN)
+        dp = _mma(do, vt, None, PRECISION, UPCAST)  # (BM, BN)
         ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
+        dq = _mma(ds.to(kt.dtype), tl.trans(kt), dq, PRECISION, UPCAST)
     return dq
 
 
@@ -271,7 +283,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, LENGTHS, sm_scale, qk_scale,
                  stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                  stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
                  H, L, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, PRECISION: tl.constexpr):
+                 CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """One program per (query tile, batch * head). DQ is contiguous (B, H, L, D)."""
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
@@ -304,9 +316,9 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, LENGTHS, sm_scale, qk_scale,
     full_hi = tl.minimum((full_hi // BLOCK_N) * BLOCK_N, hi)
     dq = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
     dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, full_hi, offs_m, offs_n0, d_ok,
-                   seq_len, qk_scale, BLOCK_N, False, CAUSAL, PRECISION)
+                   seq_len, qk_scale, BLOCK_N, False, CAUSAL, PRECISION, UPCAST)
     dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, full_hi, hi, offs_m, offs_n0, d_ok,
-                   seq_len, qk_scale, BLOCK_N, True, CAUSAL, PRECISION)
+                   seq_len, qk_scale, BLOCK_N, True, CAUSAL, PRECISION, UPCAST)
     dq = tl.where((offs_m < seq_len)[:, None], dq * sm_scale, 0.0)  # padded queries send no gradient
     tl.store(DQ + bh * L * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :], dq.to(DQ.dtype.element_ty),
              mask=row_mask)
@@ -358,7 +370,8 @@ def _forward(q, k, v, lengths, causal: bool, want_entropy: bool):
     sm_scale = 1.0 / math.sqrt(D)
     args = (q, k, v, o, lse, ent, lens, sm_scale * _LOG2E, *_strides(q), *_strides(k), *_strides(v), *_strides(o), H, L)
     consts = dict(HEAD_DIM=D, D_PAD=d_pad, CAUSAL=causal, HAS_LENGTHS=lengths is not None, ENTROPY=want_entropy,
-                  PRECISION=_precision(q.dtype))
+                  PRECISION=_precision(q.dtype),
+                  UPCAST=_interpreting() and q.dtype == torch.bfloat16)
     _launch("fwd", _attn_fwd, L, B * H, args, consts, d_pad, q.element_size(), L)
     return o, lse, (ent if want_entropy else None)
 
@@ -375,7 +388,8 @@ def _backward(do, q, k, v, o, lse, lengths, causal: bool):
     lens = lengths if lengths is not None else lse
     sm_scale = 1.0 / math.sqrt(D)
     common = (sm_scale, sm_scale * _LOG2E, *_strides(q), *_strides(k), *_strides(v), *_strides(do), H, L)
-    consts = dict(HEAD_DIM=D, D_PAD=d_pad, CAUSAL=causal, HAS_LENGTHS=lengths is not None, PRECISION=_precision(q.dtype))
+    consts = dict(HEAD_DIM=D, D_PAD=d_pad, CAUSAL=causal, HAS_LENGTHS=lengths is not None, PRECISION=_precision(q.dtype),
+                  UPCAST=_interpreting() and q.dtype == torch.bfloat16)
     _launch("dkdv", _attn_bwd_dkdv, L, B * H, (q, k, v, do, dk, dv, lse, delta, lens, *common), consts, d_pad,
             q.element_size(), L)
     _launch("dq", _attn_bwd_dq, L, B * H, (q, k, v, do, dq, lse, delta, lens, *common), consts, d_pad,
