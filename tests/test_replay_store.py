@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import warnings
@@ -17,11 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amago_sb.replay import ReplayFileWarning, TrajectoryStore, WindowSampler, traj_steps_from_name
+from amago_sb.replay import ReplayDiskFullError, ReplayFileWarning, TrajectoryStore, WindowSampler, traj_steps_from_name
 from tests.replay_helpers import make_traj
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 request_cleanup: list[Path] = []
 
@@ -119,29 +118,28 @@ def test_add_is_atomic_for_concurrent_readers(tmp_path):
     assert len(seen) >= 1 and _tmp_files(tmp_path) == []
 
 
-_KILL_WRITER = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, {root!r})
-    from amago_sb.replay import TrajectoryStore
-    from tests.replay_helpers import make_traj
-    store = TrajectoryStore({d!r}, max_steps=10**9, fsync=False)
-    print("ready", flush=True)
+def _endless_writer(directory: str, ready) -> None:
+    store = TrajectoryStore(directory, max_steps=10**9, fsync=False)
+    ready.set()
     while True:
         store.add(make_traj(40_000, obs_dim=16))
-    """
-)
 
 
 def test_sigkill_mid_write_leaves_only_loadable_files(tmp_path):
     rng = np.random.default_rng(0)
-    for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", _KILL_WRITER.format(root=str(ROOT), d=str(tmp_path))],
-                                stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.2 + 0.3 * rng.random())
-        proc.kill()
-        proc.wait()
+    ctx = mp.get_context("fork")  # forked children start at once (no re-import of torch)
+    orphans = 0
+    for _ in range(4):
+        ready = ctx.Event()
+        proc = ctx.Process(target=_endless_writer, args=(str(tmp_path), ready))
+        proc.start()
+        assert ready.wait(30)
+        time.sleep(0.05 + 0.25 * rng.random())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        assert proc.exitcode == -signal.SIGKILL
+        orphans += len(_tmp_files(tmp_path))
+    assert orphans >= 1  # at least one kill landed mid-write (writing is most of the writer's loop)
     store = TrajectoryStore(tmp_path)  # opening cleans the dead writers' temp files
     assert _tmp_files(tmp_path) == []
     assert store.num_trajectories >= 1
@@ -229,24 +227,22 @@ def test_empty_store_sample_error(tmp_path):
         WindowSampler(TrajectoryStore(tmp_path), 8).sample(4)
 
 
-_AS_NOBODY = textwrap.dedent(
-    """
-    import os, sys
-    sys.path.insert(0, {root!r})
-    from amago_sb.replay import TrajectoryStore  # import as root (the venv may be unreadable to nobody), then drop
-    os.setgid(65534); os.setuid(65534)
+def _read_only_checks(d: str, drop_to_nobody: bool, out) -> None:
+    lines = []
+    if drop_to_nobody:  # root ignores permissions: check as an unprivileged user
+        os.setgid(65534)
+        os.setuid(65534)
     try:
-        TrajectoryStore({d!r})
+        TrajectoryStore(d)
     except PermissionError as e:
-        print("PermissionError:", e)
-    s = TrajectoryStore({d!r}, read_only=True)
-    print("read_only ok", s.num_trajectories)
+        lines.append(f"PermissionError: {e}")
+    s = TrajectoryStore(d, read_only=True)
+    lines.append(f"read_only ok {s.num_trajectories} {sum(s.load(p) is not None for p in s.paths())}")
     try:
-        s.add(None)
+        s.add(make_traj(3))
     except PermissionError as e:
-        print("add refused:", e)
-    """
-)
+        lines.append(f"add refused: {e}")
+    out.put("\n".join(lines))
 
 
 def test_read_only_dir(tmp_path):
@@ -258,26 +254,14 @@ def test_read_only_dir(tmp_path):
     os.chmod(d, 0o555)
     for p in d.iterdir():
         os.chmod(p, 0o444)
-    if os.geteuid() == 0:  # root ignores permissions: check as an unprivileged user
-        out = subprocess.run([sys.executable, "-c", _AS_NOBODY.format(root=str(ROOT), d=str(d))],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        text = out.stdout
-    else:
-        lines = []
-        try:
-            TrajectoryStore(d)
-        except PermissionError as e:
-            lines.append(f"PermissionError: {e}")
-        s = TrajectoryStore(d, read_only=True)
-        lines.append(f"read_only ok {s.num_trajectories}")
-        try:
-            s.add(None)
-        except PermissionError as e:
-            lines.append(f"add refused: {e}")
-        text = "\n".join(lines)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_read_only_checks, args=(str(d), os.geteuid() == 0, q))
+    proc.start()
+    text = q.get(timeout=60)
+    proc.join()
     assert re.search(r"PermissionError: Replay directory .*ro is not writable.*read_only=True", text), text
-    assert "read_only ok 2" in text and "add refused: " in text
+    assert "read_only ok 2 2" in text and "add refused: " in text
 
 
 def test_non_creatable_dir(tmp_path):
@@ -289,29 +273,26 @@ def test_non_creatable_dir(tmp_path):
         TrajectoryStore(tmp_path / "missing", read_only=True)
 
 
-_DISK_FULL = textwrap.dedent(
-    """
-    import resource, signal, sys
-    sys.path.insert(0, {root!r})
-    from amago_sb.replay import TrajectoryStore, ReplayDiskFullError
-    from tests.replay_helpers import make_traj
-    store = TrajectoryStore({d!r})
+def _fill_disk(d: str, out) -> None:
+    store = TrajectoryStore(d)
     store.add(make_traj(5))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # the kernel refuses to grow files past 20 kB
     try:
         store.add(make_traj(5000))
+        out.put("no error")
     except ReplayDiskFullError as e:
-        print("full:", e)
-    """
-)
+        out.put(f"full: {e}")
 
 
 def test_disk_full_clear_error_no_partial_file(tmp_path):
-    out = subprocess.run([sys.executable, "-c", _DISK_FULL.format(root=str(ROOT), d=str(tmp_path))],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert "full: " in out.stdout and "no partial file was left" in out.stdout, out.stdout
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_fill_disk, args=(str(tmp_path), q))
+    proc.start()
+    text = q.get(timeout=60)
+    proc.join()
+    assert text.startswith("full: ") and "no partial file was left" in text, text
     assert _tmp_files(tmp_path) == []
     store = TrajectoryStore(tmp_path)
     assert store.num_trajectories == 1 and store.load(store.paths()[0]) is not None

@@ -113,8 +113,10 @@ class VecTrajectoryRecorder:
                 self._record_achieved(i, int(t[i]), info["achieved"])
         dones = np.asarray(dones, dtype=bool)
         live = ~dones
+        any_done = bool(dones.any())
+        rows, envs = (t[live] + 1, env[live]) if any_done else (t + 1, env)
         for k, v in flat.items():  # next observation row of every env still in its episode
-            self._obs[k][env[live], t[live] + 1] = v[live]
+            self._obs[k][envs, rows] = v[live] if any_done else v
         written: list[Path] = []
         for i in np.flatnonzero(dones):
             info = infos[i]

@@ -117,6 +117,7 @@ class TrajectoryStore:
         self._steps: dict[str, int] = {}
         self._total = 0
         self._bad: set[str] = set()
+        self._foreign: set[str] = set()  # .npz names in the directory that are not store files
         self._version = 0  # bumped on every index change (the sampler caches weights per version)
         self._last_refresh = 0.0
         if read_only:
@@ -188,24 +189,21 @@ class TrajectoryStore:
     # ------------------------------------------------------------------ index
     def refresh(self) -> None:
         """Rescan the directory so that files written or evicted by other processes are seen."""
-        names = []
-        with os.scandir(self.directory) as it:
-            for entry in it:
-                if entry.name.endswith(".npz"):
-                    names.append(entry.name)
-        steps: dict[str, int] = {}
-        for n in names:
-            s = self._steps.get(n)
-            if s is None:
-                s = traj_steps_from_name(n)
-            if s is not None:
+        found = {n for n in os.listdir(self.directory) if n.endswith(".npz")} - self._foreign
+        if found != self._steps.keys():
+            steps: dict[str, int] = {}
+            for n in found:
+                s = self._steps.get(n)
+                if s is None:
+                    s = traj_steps_from_name(n)
+                    if s is None:  # some other .npz: not ours, never touched
+                        self._foreign.add(n)
+                        continue
                 steps[n] = s
-        names = sorted(steps)
-        if names != self._names:
-            self._names = names
+            self._names = sorted(steps)
             self._steps = steps
             self._total = sum(steps.values())
-            self._bad &= set(steps)
+            self._bad &= found
             self._version += 1
         self._last_refresh = time.monotonic()
 
