@@ -203,3 +203,16 @@ def test_instruction_env_achieved_and_relabel(tmp_path):
     assert len(calls) == 32 and b.observations["instruction"].dtype == torch.int64
     plain = WindowSampler(store, 16, seed=0).sample(32)
     assert b.rewards.sum() > plain.rewards.sum()  # hindsight goals turn achieved events into rewards
+
+
+def test_reset_mid_episode_writes_truncated():
+    rec = VecTrajectoryRecorder(2, None, chunk_len=10, overlap=2)
+    rec.reset({"obs": np.zeros((2, 1), np.float32)})
+    for t in range(1, 4):
+        rec.step(np.zeros(2), np.ones(2), np.zeros(2, bool), [{}, {}], {"obs": np.full((2, 1), t, np.float32)})
+    rec.reset({"obs": np.full((2, 1), -1, np.float32)})  # e.g. learn() called again: VecEnv.reset()
+    assert len(rec.finished) == 2 and all(len(c) == 3 and c.truncated[-1] for c in rec.finished)
+    rec.step(np.zeros(2), np.ones(2), np.zeros(2, bool), [{}, {}], {"obs": np.full((2, 1), 9, np.float32)})
+    rec.flush()
+    assert [c.observations["obs"][:, 0].tolist() for c in rec.finished[2:]] == [[-1, 9], [-1, 9]]
+    assert all(c.time_offset == 0 for c in rec.finished[2:])

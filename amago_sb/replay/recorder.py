@@ -10,6 +10,7 @@ rows); a step is a handful of vectorized writes over all envs. An env's trajecto
   ``chunk_len - overlap``), so with ``overlap >= context_len - 1`` every window of the episode lies inside a chunk;
 * ``flush()`` is called: the unfinished part is written as ``truncated`` (value bootstrapped, never a fake terminal)
   and recording goes on as after a chunk cut (a second flush without new steps writes nothing).
+  ``reset(obs)`` in the middle of episodes (a new ``VecEnv.reset()``) flushes them the same way first.
 
 ``infos[i]["achieved"]`` (goal token rows ``(n_events, goal_len)`` or one row ``(goal_len,)``) is recorded into
 ``Trajectory.achieved`` ``(T, max_events, goal_len)``, padded with token 0.
@@ -75,9 +76,14 @@ class VecTrajectoryRecorder:
         self._env_idx = np.arange(self.n_envs)
 
     # ------------------------------------------------------------------ public API
-    def reset(self, obs: Mapping[str, np.ndarray]) -> None:
-        """Start every env's trajectory from the batched first timestep ``obs`` ``{key: (n_envs, ...)}``."""
+    def reset(self, obs: Mapping[str, np.ndarray]) -> list[Path]:
+        """Start every env's trajectory from the batched first timestep ``obs`` ``{key: (n_envs, ...)}``.
+
+        Episodes still in progress (a ``VecEnv.reset()`` in the middle of them) are first written as truncated, so a
+        reset never drops recorded steps. Returns the paths written by that flush.
+        """
         flat = self._check_obs(obs, "reset")
+        written = self.flush() if self._obs is not None and self._actions is not None else []
         if self._obs is None or set(self._obs) != set(flat) or any(
                 self._obs[k].shape[2:] != v.shape[1:] for k, v in flat.items()):
             self._obs = {k: np.zeros((self.n_envs, self.chunk_len + 1, *v.shape[1:]), dtype=v.dtype) for k, v in flat.items()}
@@ -87,6 +93,7 @@ class VecTrajectoryRecorder:
         self._stored[:] = 0
         self._offset[:] = 0
         self._has_achieved[:] = False
+        return written
 
     def step(
         self,
