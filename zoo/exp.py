@@ -52,6 +52,7 @@ class TrainArgs:
     trained_agent: str = ""
     verbose: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_threads: int = -1  # torch intra-op threads; -1 keeps torch's default (1 is fastest for small nets on a busy CPU)
 
 
 @dataclass
@@ -131,6 +132,10 @@ def train(args: TrainArgs) -> TrainResult:
     if args.trained_agent:
         _check_trained_agent(args)
 
+    if args.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     run_dir = next_run_dir(args.log_folder, args.algo, args.env)
     run_dir.mkdir(parents=True)
     _write_yaml(run_dir / args.env / "args.yml", {**asdict(args), "seed": seed, "n_timesteps": n_timesteps})

@@ -105,8 +105,13 @@ def plot_curves(
     source: str = "auto",
     window: int = 20,
     band: str = "std",
+    runs: dict[tuple[str, str], list[Path]] | None = None,
 ) -> Path:
-    """Draw one panel per env, one line (+ band) per algo, and save a PNG to ``out``."""
+    """Draw one panel per env, one line (+ band) per algo, and save a PNG to ``out``.
+
+    ``runs`` maps ``(algo, env)`` to run folders, to plot exactly those (``zoo.benchmark`` does) instead of
+    every ``<algo>/<env>_<n>`` folder under ``log_folder``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,7 +120,9 @@ def plot_curves(
     log_folder = Path(log_folder)
     if algos is None:
         algos = sorted(p.name for p in log_folder.iterdir() if p.is_dir()) if log_folder.is_dir() else []
-    envs = envs or _envs_in(log_folder, algos)
+        if runs is not None:
+            algos = sorted({a for a, _ in runs})
+    envs = envs or (sorted({e for _, e in runs}) if runs is not None else _envs_in(log_folder, algos))
     if not envs:
         raise FileNotFoundError(f"No runs found under {log_folder} (expected <algo>/<env>_<n>/ folders from zoo.train).")
     cols = min(3, len(envs))
@@ -124,11 +131,11 @@ def plot_curves(
     drawn = 0
     for ax, env_id in zip(axes.flat, envs):
         for algo in algos:
-            runs = find_runs(log_folder, algo, env_id)
+            dirs = runs.get((algo, env_id), []) if runs is not None else find_runs(log_folder, algo, env_id)
             src = source
             if src == "auto":
-                src = "eval" if runs and all((r / "evaluations.npz").is_file() for r in runs) else "train"
-            curves = [c for r in runs if (c := run_curve(r, src, window)) is not None]
+                src = "eval" if dirs and all((r / "evaluations.npz").is_file() for r in dirs) else "train"
+            curves = [c for r in dirs if (c := run_curve(r, src, window)) is not None]
             if not curves:
                 continue
             agg = aggregate(curves)

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-i", "--trained-agent", default="", help="continue training from this .zip (same algo and env)")
+    p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch default; 1 is best on a busy CPU)")
     p.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: info")
     return p
 
@@ -74,6 +75,7 @@ def args_from_namespace(ns: argparse.Namespace):
         device=ns.device,
         trained_agent=ns.trained_agent,
         verbose=ns.verbose,
+        num_threads=ns.num_threads,
     )
 
 

@@ -1,0 +1,214 @@
+"""``python -m zoo.benchmark --envs <ids or groups> --algos amago ppo recurrent_ppo --seeds 3 --steps N``.
+
+Trains every (env, algo, seed) with :func:`zoo.exp.train` (same envs, wrappers and hyperparameter files as
+``zoo.train``), then writes a markdown report (default ``docs/benchmark.md``): a table env x algo with the mean
++- std over seeds of the final evaluation return (deterministic policy, ``--eval-episodes`` episodes) and the
+mean wall time per run, the machine it ran on, and one PNG of learning curves per env (``--fig-dir``).
+Groups: ``popgym-easy``, ``popgym-medium``, ``popgym-hard``, ``popgym-all``, ``meta``, ``crafter-instructions``.
+A run that raises is reported as failed in the table (with the error) and the benchmark goes on.
+
+Example::
+
+    python -m zoo.benchmark --envs popgym-easy --algos amago ppo recurrent_ppo --seeds 3 --steps 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zoo.algos import check_algo
+from zoo.envs import ENV_GROUPS, check_env_id, expand_env_groups
+from zoo.exp import TrainArgs, train
+from zoo.hyperparams import parse_overrides
+
+__all__ = ["Cell", "run_benchmark", "write_report", "main"]
+
+
+@dataclass
+class Cell:
+    """Results of one (env, algo) pair over seeds."""
+
+    finals: list[float] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)
+    runs: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """``mean +- std (wall s)`` or ``failed: ...``."""
+        if not self.finals:
+            return f"failed: {self.errors[0]}" if self.errors else "n/a"
+        text = f"{np.mean(self.finals):.3f} +- {np.std(self.finals):.3f} ({np.mean(self.walls):.0f} s)"
+        return text + (f" [{len(self.errors)} failed]" if self.errors else "")
+
+
+def run_benchmark(
+    envs: list[str],
+    algos: list[str],
+    seeds: int,
+    steps: int,
+    log_folder: str | Path,
+    eval_freq: int | None = None,
+    eval_episodes: int = 10,
+    hyperparams: dict | None = None,
+    device: str = "auto",
+    seed_offset: int = 0,
+    verbose: int = 0,
+    num_threads: int = -1,
+) -> dict[tuple[str, str], Cell]:
+    """Train every (env, algo, seed); returns ``{(env, algo): Cell}``. ``eval_freq`` defaults to ``steps // 10``."""
+    eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1)
+    results: dict[tuple[str, str], Cell] = {}
+    for env_id in envs:
+        for algo in algos:
+            cell = results.setdefault((env_id, algo), Cell())
+            for i in range(seeds):
+                seed = seed_offset + i
+                print(f"[benchmark] {algo} on {env_id}, seed {seed}, {steps} steps", flush=True)
+                args = TrainArgs(
+                    algo=algo,
+                    env=env_id,
+                    n_timesteps=steps,
+                    seed=seed,
+                    log_folder=str(log_folder),
+                    eval_freq=eval_freq,
+                    eval_episodes=eval_episodes,
+                    hyperparams=dict(hyperparams or {}),
+                    device=device,
+                    verbose=verbose,
+                    num_threads=num_threads,
+                )
+                try:
+                    res = train(args)
+                except Exception as err:  # keep benchmarking the other cells; the report names the failure
+                    traceback.print_exc()
+                    cell.errors.append(f"{type(err).__name__}: {err}".splitlines()[0][:120])
+                    continue
+                cell.runs.append(res.run_dir)
+                cell.walls.append(res.wall_time_s)
+                if res.last_eval_mean is not None:
+                    cell.finals.append(res.last_eval_mean)
+                else:
+                    cell.errors.append("no evaluation ran (eval_freq > steps?)")
+    return results
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node() or 'unknown host'}: {os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def write_report(
+    results: dict[tuple[str, str], Cell],
+    out: str | Path,
+    fig_dir: str | Path,
+    log_folder: str | Path,
+    command: str,
+    steps: int,
+    seeds: int,
+    note: str = "",
+) -> Path:
+    """Write the markdown table and one learning-curve PNG per env (relative links from ``out``)."""
+    from zoo.plot import plot_curves
+
+    out, fig_dir = Path(out), Path(fig_dir)
+    envs = list(dict.fromkeys(e for e, _ in results))
+    algos = list(dict.fromkeys(a for _, a in results))
+    lines = [
+        "# Benchmark",
+        "",
+        f"Generated by `{command}` on {datetime.date.today().isoformat()}.",
+        "",
+        f"- machine: {_machine()}",
+        f"- budget: {steps} env steps per run, {seeds} seed(s) per cell; final return = mean return of the last "
+        "deterministic evaluation; cells show mean +- std over seeds and (mean wall time per run).",
+    ]
+    if note:
+        lines.append(f"- note: {note}")
+    lines += ["", "| env | " + " | ".join(algos) + " | best |", "|---|" + "---|" * (len(algos) + 1)]
+    for env_id in envs:
+        cells = [results[(env_id, a)] for a in algos]
+        means = {a: np.mean(c.finals) for a, c in zip(algos, cells) if c.finals}
+        best = max(means, key=means.get) if means else "n/a"
+        lines.append(f"| {env_id} | " + " | ".join(c.summary() for c in cells) + f" | {best} |")
+    lines += ["", "## Learning curves", ""]
+    for env_id in envs:
+        runs = {(a, env_id): results[(env_id, a)].runs for a in algos}
+        if not any(runs.values()):
+            continue
+        png = fig_dir / f"{env_id}.png"
+        try:
+            plot_curves(log_folder, png, envs=[env_id], algos=algos, runs=runs, window=10)
+        except FileNotFoundError:
+            continue
+        rel = os.path.relpath(png, out.parent)
+        lines.append(f"![{env_id}]({rel})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    p = argparse.ArgumentParser(prog="python -m zoo.benchmark", description=__doc__.split("\n")[0])
+    p.add_argument("--envs", nargs="+", required=True, help=f"env ids and/or groups: {', '.join(ENV_GROUPS)}")
+    p.add_argument("--algos", nargs="+", default=["amago", "ppo", "recurrent_ppo"])
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds per cell (seeds seed-offset, seed-offset+1, ...)")
+    p.add_argument("--seed-offset", type=int, default=0)
+    p.add_argument("--steps", type=int, required=True, help="env steps per run")
+    p.add_argument("-f", "--log-folder", default="logs/benchmark")
+    p.add_argument("--out", default="docs/benchmark.md")
+    p.add_argument("--fig-dir", default="docs/figures/benchmark")
+    p.add_argument("--eval-freq", type=int, default=None, help="default: steps // 10")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE", help="overrides for every run")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--note", default="", help="free text added to the report (e.g. 'the CPU was shared')")
+    p.add_argument("--num-threads", type=int, default=-1, help="torch threads per run (-1: torch default)")
+    p.add_argument("--verbose", type=int, default=0)
+    ns = p.parse_args(argv)
+    try:
+        algos = [check_algo(a) for a in ns.algos]
+        envs = expand_env_groups(ns.envs)
+        for env_id in envs:
+            check_env_id(env_id)
+        overrides = parse_overrides(ns.hyperparams)
+        if ns.steps <= 0 or ns.seeds <= 0:
+            raise ValueError(f"--steps and --seeds must be positive, got {ns.steps} and {ns.seeds}.")
+    except ValueError as err:
+        p.exit(2, f"zoo.benchmark: error: {err}\n")
+    start = time.time()
+    results = run_benchmark(
+        envs,
+        algos,
+        ns.seeds,
+        ns.steps,
+        ns.log_folder,
+        ns.eval_freq,
+        ns.eval_episodes,
+        overrides,
+        ns.device,
+        ns.seed_offset,
+        ns.verbose,
+        ns.num_threads,
+    )
+    command = "python -m zoo.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = write_report(results, ns.out, ns.fig_dir, ns.log_folder, command, ns.steps, ns.seeds, ns.note)
+    print(f"Wrote {out} ({time.time() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
