@@ -315,3 +315,16 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="actions has 2 rows"):
         store.add(short)
     assert store.num_trajectories == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_fifo_eviction_by_bytes(tmp_path):
+    probe = TrajectoryStore(tmp_path / "probe", fsync=False)
+    size = probe.add(make_traj(50, obs_dim=32)).stat().st_size
+    assert probe.num_bytes == size
+    store = TrajectoryStore(tmp_path / "r", max_steps=10**9, max_bytes=int(2.5 * size), fsync=False)
+    paths = [store.add(make_traj(50, obs_dim=32)) for _ in range(5)]
+    assert store.paths() == paths[3:] and store.num_bytes == 2 * size
+    assert sum(p.stat().st_size for p in store.paths()) == store.num_bytes
+    assert TrajectoryStore(tmp_path / "r", read_only=True).num_bytes == 2 * size  # from names alone
+    with pytest.raises(ValueError, match="max_bytes must be a positive int or None"):
+        TrajectoryStore(tmp_path, max_bytes=0)

@@ -6,12 +6,13 @@ One file per :class:`wrappers.trajectory.Trajectory` (a whole episode or a chunk
   flushes and ``fsync``\\ s it, then ``os.replace``\\ s it onto its final name and ``fsync``\\ s the directory. A reader
   listing ``*.npz`` therefore never sees a half-written file, and a crash (even ``SIGKILL``) leaves at most an
   orphaned temp file, which the next ``TrajectoryStore`` opened on the directory deletes.
-* **Unique names.** ``traj_<time_ns>_<host>_<pid>_<uuid8>_T<steps>.npz``: many processes (collectors) can write to
-  one directory without locks; the name sorts by creation time (FIFO order) and carries the number of transitions,
-  so the store's size is known from a directory listing without opening any file.
+* **Unique names.** ``traj_<time_ns>_<host>_<pid>_<uuid8>_T<steps>_B<bytes>.npz``: many processes (collectors)
+  can write to one directory without locks; the name sorts by creation time (FIFO order) and carries the number of
+  transitions and the file size, so the store's size is known from a directory listing without opening any file.
 * **FIFO by steps.** After each ``add``, the oldest files are deleted while the stored transitions exceed
-  ``max_steps`` (the newest file is never deleted). Deleting a file that another process is reading is safe on
-  POSIX (the open handle keeps the data); a reader that opens a file after it was evicted gets ``None``.
+  ``max_steps`` (or their bytes exceed the optional ``max_bytes``); the newest file is never deleted. Deleting a file
+  that another process is reading is safe on POSIX (the open handle keeps the data); a reader that opens a file
+  after it was evicted gets ``None``.
 * **Never crash the learner on bad files.** ``load`` returns ``None`` and warns (naming the file) for a corrupt,
   truncated or empty file; such a file is remembered as bad (never sampled again) and left for FIFO to delete.
 * **Full disk.** ``ENOSPC`` / ``EDQUOT`` / ``EFBIG`` while writing raises :class:`ReplayDiskFullError` (an ``OSError``)
@@ -42,7 +43,7 @@ from wrappers.trajectory import Trajectory
 
 __all__ = ["TrajectoryStore", "ReplayDiskFullError", "ReplayFileWarning", "traj_steps_from_name"]
 
-_NAME_RE = re.compile(r"^traj_(\d+)_[A-Za-z0-9-]+_\d+_[0-9a-f]+_T(\d+)\.npz$")
+_NAME_RE = re.compile(r"^traj_(\d+)_[A-Za-z0-9-]+_\d+_[0-9a-f]+_T(\d+)(?:_B(\d+))?\.npz$")
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp$")
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError)
@@ -66,6 +67,16 @@ def traj_steps_from_name(name: str) -> int | None:
     return int(m.group(2)) if m else None
 
 
+def _bytes_from_name(name: str, directory: Path) -> int:
+    m = _NAME_RE.match(name)
+    if m and m.group(3) is not None:
+        return int(m.group(3))
+    try:  # a file named without its size (older layout): ask the file system once
+        return (directory / name).stat().st_size
+    except OSError:
+        return 0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -82,6 +93,7 @@ class TrajectoryStore:
     Args:
         directory: the replay directory; created (with parents) if missing.
         max_steps: size cap in transitions (sum of ``len(traj)`` over files); oldest files are deleted beyond it.
+        max_bytes: optional cap on the files' total size on disk (image replays); FIFO evicts beyond either cap.
         fsync: ``fsync`` each file and the directory after the rename. Costs a few ms per file on real disks; turn it
             off only for throwaway runs (a power loss may then lose the newest files, never corrupt old ones).
         compress: ``np.savez_compressed`` instead of ``np.savez`` (smaller image replays, slower writes and loads).
@@ -98,6 +110,7 @@ class TrajectoryStore:
         max_steps: int = 1_000_000,
         fsync: bool = True,
         *,
+        max_bytes: int | None = None,
         compress: bool = False,
         read_only: bool = False,
         stale_tmp_seconds: float = 3600.0,
@@ -107,6 +120,9 @@ class TrajectoryStore:
             raise ValueError(f"TrajectoryStore max_steps must be a positive int, got {max_steps!r}.")
         self.directory = Path(directory)
         self.max_steps = int(max_steps)
+        if max_bytes is not None and (not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1):
+            raise ValueError(f"TrajectoryStore max_bytes must be a positive int or None, got {max_bytes!r}.")
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
         self.fsync = bool(fsync)
         self.compress = bool(compress)
         self.read_only = bool(read_only)
@@ -116,6 +132,8 @@ class TrajectoryStore:
         self._names: list[str] = []  # sorted oldest -> newest
         self._steps: dict[str, int] = {}
         self._total = 0
+        self._sizes: dict[str, int] = {}  # bytes on disk per file (encoded in the name)
+        self._total_bytes = 0
         self._bad: set[str] = set()
         self._foreign: set[str] = set()  # .npz names in the directory that are not store files
         self._version = 0  # bumped on every index change (the sampler caches weights per version)
@@ -203,6 +221,8 @@ class TrajectoryStore:
             self._names = sorted(steps)
             self._steps = steps
             self._total = sum(steps.values())
+            self._sizes = {n: self._sizes[n] if n in self._sizes else _bytes_from_name(n, self.directory) for n in steps}
+            self._total_bytes = sum(self._sizes.values())
             self._bad &= found
             self._version += 1
         self._last_refresh = time.monotonic()
@@ -211,13 +231,15 @@ class TrajectoryStore:
         if time.monotonic() - self._last_refresh >= self.refresh_interval:
             self.refresh()
 
-    def _insert(self, name: str, steps: int) -> None:
+    def _insert(self, name: str, steps: int, nbytes: int) -> None:
         if not self._names or name > self._names[-1]:
             self._names.append(name)
         else:
             bisect.insort(self._names, name)
         self._steps[name] = steps
         self._total += steps
+        self._sizes[name] = nbytes
+        self._total_bytes += nbytes
         self._version += 1
 
     def _forget(self, name: str) -> None:
@@ -226,6 +248,7 @@ class TrajectoryStore:
             return
         self._names.remove(name)
         self._total -= s
+        self._total_bytes -= self._sizes.pop(name, 0)
         self._bad.discard(name)
         self._version += 1
 
@@ -244,6 +267,11 @@ class TrajectoryStore:
     def num_steps(self) -> int:
         """Stored transitions as of the last ``add`` / ``refresh`` (no disk access)."""
         return self._total
+
+    @property
+    def num_bytes(self) -> int:
+        """Stored bytes on disk as of the last ``add`` / ``refresh`` (no disk access)."""
+        return self._total_bytes
 
     @property
     def version(self) -> int:
@@ -266,15 +294,17 @@ class TrajectoryStore:
         if T < 1:
             raise ValueError("TrajectoryStore.add got a trajectory with 0 transitions; store only trajectories with T >= 1.")
         arrays = _to_arrays(traj)
-        name = f"traj_{time.time_ns():020d}_{self._host}_{os.getpid()}_{uuid.uuid4().hex[:8]}_T{T}.npz"
-        final = self.directory / name
-        tmp = self.directory / f".{name}.{self._host}.{os.getpid()}.tmp"
+        stem = f"traj_{time.time_ns():020d}_{self._host}_{os.getpid()}_{uuid.uuid4().hex[:8]}_T{T}"
+        tmp = self.directory / f".{stem}.npz.{self._host}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as f:
                 (np.savez_compressed if self.compress else np.savez)(f, **arrays)
                 f.flush()
                 if self.fsync:
                     os.fsync(f.fileno())
+                nbytes = f.tell()
+            name = f"{stem}_B{nbytes}.npz"
+            final = self.directory / name
             os.replace(tmp, final)
         except BaseException as e:
             tmp.unlink(missing_ok=True)
@@ -287,8 +317,8 @@ class TrajectoryStore:
             raise
         if self.fsync:
             self._fsync_dir()
-        self._insert(name, T)
-        if self._total > self.max_steps:
+        self._insert(name, T, nbytes)
+        if self._over_cap(self._total, self._total_bytes):
             self._evict(keep=name)
         return final
 
@@ -299,11 +329,15 @@ class TrajectoryStore:
         finally:
             os.close(fd)
 
+    def _over_cap(self, steps: int, nbytes: int) -> bool:
+        return steps > self.max_steps or (self.max_bytes is not None and nbytes > self.max_bytes)
+
     def _evict(self, keep: str) -> None:
         self._maybe_refresh()
-        i, total, names = 0, self._total, self._names
-        while total > self.max_steps and i < len(names) and names[i] != keep:
+        i, total, total_bytes, names = 0, self._total, self._total_bytes, self._names
+        while self._over_cap(total, total_bytes) and i < len(names) and names[i] != keep:
             total -= self._steps[names[i]]
+            total_bytes -= self._sizes[names[i]]
             i += 1
         victims = names[:i]
         for n in victims:
@@ -315,8 +349,10 @@ class TrajectoryStore:
             del self._names[:i]
             for n in victims:
                 self._steps.pop(n, None)
+                self._sizes.pop(n, None)
                 self._bad.discard(n)
             self._total = total
+            self._total_bytes = total_bytes
             self._version += 1
 
     # ------------------------------------------------------------------ reading
@@ -348,7 +384,7 @@ class TrajectoryStore:
 
     def __repr__(self) -> str:
         return (f"TrajectoryStore({str(self.directory)!r}, trajectories={self.num_trajectories}, steps={self.num_steps}, "
-                f"max_steps={self.max_steps})")
+                f"bytes={self.num_bytes}, max_steps={self.max_steps}, max_bytes={self.max_bytes})")
 
 
 def _to_arrays(traj: Trajectory) -> dict[str, np.ndarray]:
