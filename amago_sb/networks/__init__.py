@@ -1,0 +1,16 @@
+"""Networks of the AMAGO policy: timestep encoder, trajectory encoders (Transformer / GRU / FF), heads."""
+
+from amago_sb.networks.distributions import ActionSpec
+from amago_sb.networks.heads import Actor, CriticEnsemble, PopArt, polyak_update
+from amago_sb.networks.layers import MLP, EnsembleLinear, InputNorm, SigmaReparamLinear
+from amago_sb.networks.recurrent import FFTrajEncoder, GRUState, GRUTrajEncoder, NoState
+from amago_sb.networks.transformer import KVCache, TransformerTrajEncoder
+from amago_sb.networks.tstep import TimestepEncoder
+
+TRAJ_ENCODERS = {"Transformer": TransformerTrajEncoder, "GRU": GRUTrajEncoder, "FF": FFTrajEncoder}
+
+__all__ = [
+    "ActionSpec", "Actor", "CriticEnsemble", "PopArt", "polyak_update", "MLP", "EnsembleLinear", "InputNorm",
+    "SigmaReparamLinear", "FFTrajEncoder", "GRUState", "GRUTrajEncoder", "NoState", "KVCache",
+    "TransformerTrajEncoder", "TimestepEncoder", "TRAJ_ENCODERS",
+]

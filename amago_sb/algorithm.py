@@ -1,0 +1,373 @@
+"""``AMAGO``: the in-context RL algorithm as an SB3 ``BaseAlgorithm`` (arXiv 2310.09971).
+
+Loop (``learn``): collect ``train_freq`` steps on every env with the batched KV-cache policy plus exploration noise,
+record them with :class:`~amago_sb.replay.VecTrajectoryRecorder` into the disk replay, then run ``gradient_steps``
+updates on windows drawn by :class:`~amago_sb.replay.WindowSampler` (the loss lives in :mod:`amago_sb.losses`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any, ClassVar, TypeVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import safe_mean, update_learning_rate
+from stable_baselines3.common.vec_env import VecEnv
+
+import wrappers
+from amago_sb.exploration import EpisodicExploration
+from amago_sb.losses import LossConfig, amago_loss
+from amago_sb.networks.distributions import unsupported_action_reason
+from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
+from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
+
+__all__ = ["AMAGO"]
+
+SelfAMAGO = TypeVar("SelfAMAGO", bound="AMAGO")
+
+
+def _prepare_env(env: GymEnv | str | None, n_envs: int, seed: int | None) -> GymEnv | None:
+    """Env id -> VecEnv of ``n_envs`` trajectory-form envs; gymnasium env -> trajectory form; VecEnv -> checked."""
+    if env is None:
+        return None
+    if isinstance(env, str):
+        env_id = env
+        return make_vec_env(lambda: wrappers.make_env(env_id), n_envs=n_envs, seed=seed)
+    if isinstance(env, VecEnv):
+        if not wrappers.is_trajectory_space(env.observation_space):
+            raise ValueError(f"The VecEnv's observation space {env.observation_space} is not in trajectory form. "
+                             "Build it from trajectory-form envs, e.g. "
+                             "make_vec_env(lambda: wrappers.make_env(ENV_ID), n_envs).")
+        return env
+    if isinstance(env, gym.Env):
+        return wrappers.ensure_trajectory_env(env)
+    raise TypeError(f"env must be a gymnasium env, an env id or an SB3 VecEnv, got {type(env).__name__}.")
+
+
+class AMAGO(BaseAlgorithm):
+    """AMAGO: off-policy actor-critic over whole trajectories with a shared sequence model.
+
+    Args:
+        policy: ``"Transformer"`` (default method), ``"GRU"``, ``"FF"`` (no memory) or an ``AMAGOPolicy`` subclass.
+        env: gymnasium env, env id (``n_envs`` copies are vectorized) or VecEnv; wrapped into trajectory form.
+        learning_rate: AdamW learning rate (float or schedule); a linear warmup over ``lr_warmup_steps`` updates
+            is applied on top, because early updates of a fresh Transformer are the unstable ones.
+        buffer_size: replay capacity in stored transitions (oldest trajectory files deleted first).
+        replay_dir: directory of the replay files (default: a new temporary directory). Reuse one to resume.
+        batch_size: windows per update.
+        context_len: timesteps the policy sees, in training windows and when acting (KV-cache size).
+        gammas: discount factors, all trained in parallel (multi-gamma); acting uses the largest.
+        train_freq: vector-env steps collected between training phases (``train_freq * n_envs`` env steps).
+        gradient_steps: updates per training phase.
+        learning_starts: env steps collected before the first update.
+        tau: Polyak rate of the target actor / critics.
+        num_critics: critic ensemble size.
+        num_critics_td: random critics whose min forms each TD target (clipped double-Q, REDQ-style).
+        online_coeff: weight of the ``-Q`` actor term.
+        offline_coeff: weight of the filtered behaviour-cloning term.
+        critic_coeff: weight of the critic loss in the total loss.
+        reward_multiplier: rewards are multiplied by this inside the TD target (PopArt then removes the scale).
+        relabel: hindsight instruction relabeling at sample time (default: on for envs with an ``instruction`` key).
+        exploration_start, exploration_end, exploration_steps: noise level annealed linearly over total env steps,
+            multiplied by a per-episode random scale (``amago_sb.exploration``).
+        lr_warmup_steps: updates of linear learning-rate warmup.
+        max_grad_norm: global gradient-norm clip.
+        n_envs: copies of the env when ``env`` is an id.
+        chunk_len: transitions per stored replay file for long episodes (default ``4 * context_len``).
+        policy_kwargs: network sizes, e.g. ``dict(d_model=64, n_layers=2, n_heads=4, d_ff=256)``.
+        stats_window_size, tensorboard_log, verbose, seed, device, _init_setup_model: as in SB3.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "Transformer": TransformerPolicy,
+        "GRU": GRUPolicy,
+        "FF": FFPolicy,
+    }
+    policy: AMAGOPolicy
+
+    def __init__(
+        self,
+        policy: str | type[AMAGOPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-3,
+        buffer_size: int = 1_000_000,
+        replay_dir: str | None = None,
+        batch_size: int = 24,
+        context_len: int = 64,
+        gammas: tuple[float, ...] = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999),
+        train_freq: int = 16,
+        gradient_steps: int = 16,
+        learning_starts: int = 1000,
+        tau: float = 0.01,
+        num_critics: int = 4,
+        num_critics_td: int = 2,
+        online_coeff: float = 1.0,
+        offline_coeff: float = 0.1,
+        critic_coeff: float = 10.0,
+        reward_multiplier: float = 10.0,
+        relabel: bool | None = None,
+        exploration_start: float = 1.0,
+        exploration_end: float = 0.05,
+        exploration_steps: int = 10_000,
+        lr_warmup_steps: int = 100,
+        max_grad_norm: float = 1.0,
+        n_envs: int = 8,
+        chunk_len: int | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        if isinstance(policy, str) and policy not in self.policy_aliases:
+            raise ValueError(f"Unknown AMAGO policy {policy!r}; use one of {sorted(self.policy_aliases)} "
+                             "or an AMAGOPolicy subclass.")
+        if not isinstance(context_len, (int, np.integer)) or isinstance(context_len, bool) or context_len < 1:
+            raise ValueError(f"context_len must be an int >= 1 (timesteps the policy sees), got {context_len!r}.")
+        if not gammas or any(not 0.0 <= float(g) < 1.0 for g in gammas):
+            raise ValueError(f"gammas must be a non-empty list of discounts in [0, 1), got {gammas!r}.")
+        if not 1 <= num_critics_td <= num_critics:
+            raise ValueError(f"num_critics_td must be in [1, num_critics={num_critics}], got {num_critics_td}.")
+        for name, val in (("batch_size", batch_size), ("train_freq", train_freq), ("n_envs", n_envs)):
+            if int(val) < 1:
+                raise ValueError(f"{name} must be >= 1, got {val!r}.")
+        if isinstance(env, (gym.Env, VecEnv)):
+            reason = unsupported_action_reason(env.action_space)
+            if reason is not None:
+                raise ValueError(reason)
+        env = _prepare_env(env, n_envs, seed)
+        super().__init__(policy, env, learning_rate, policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
+                         tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed,
+                         support_multi_env=True, monitor_wrapper=True)
+        if self.env is not None:
+            reason = unsupported_action_reason(self.action_space)
+            if reason is not None:
+                raise ValueError(reason)
+        self.buffer_size, self.replay_dir, self.batch_size = int(buffer_size), replay_dir, int(batch_size)
+        self.context_len, self.gammas = int(context_len), tuple(sorted(float(g) for g in gammas))
+        self.train_freq, self.gradient_steps, self.learning_starts = int(train_freq), int(gradient_steps), int(learning_starts)
+        self.tau, self.num_critics, self.num_critics_td = float(tau), int(num_critics), int(num_critics_td)
+        self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
+        self.critic_coeff = float(critic_coeff)
+        self.reward_multiplier, self.relabel = float(reward_multiplier), relabel
+        self.exploration_start, self.exploration_end = float(exploration_start), float(exploration_end)
+        self.exploration_steps, self.lr_warmup_steps = int(exploration_steps), int(lr_warmup_steps)
+        self.max_grad_norm, self.chunk_len = float(max_grad_norm), chunk_len
+        self._act_state: Any = None
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule,
+                                        gammas=self.gammas, context_len=self.context_len, num_critics=self.num_critics,
+                                        **self.policy_kwargs).to(self.device)
+        has_instruction = "instruction" in wrappers.flatten_keys(self.observation_space)
+        if self.relabel is None:
+            self.relabel = has_instruction
+        if self.relabel and not has_instruction:
+            raise ValueError("relabel=True needs an instruction env (an 'instruction' observation key, see "
+                             "wrappers.InstructionWrapper); pass relabel=False.")
+        if self.replay_dir is None:
+            self.replay_dir = tempfile.mkdtemp(prefix="amago_replay_")
+        self.replay = TrajectoryStore(self.replay_dir, max_steps=self.buffer_size, fsync=False)
+        self.sampler = WindowSampler(self.replay, self.context_len, relabel=wrappers.relabel if self.relabel else None,
+                                     seed=self.seed)
+        self.loss_config = LossConfig(reward_multiplier=self.reward_multiplier, num_critics_td=self.num_critics_td,
+                                      online_coeff=self.online_coeff, offline_coeff=self.offline_coeff,
+                                      critic_coeff=self.critic_coeff)
+        self._make_collectors()
+
+    def _make_collectors(self) -> None:
+        chunk = self.chunk_len if self.chunk_len is not None else max(4 * self.context_len, 64)
+        self.recorder = VecTrajectoryRecorder(self.n_envs, self.replay, chunk_len=chunk, overlap=self.context_len - 1)
+        self.exploration = EpisodicExploration(self.policy.spec, self.n_envs, eps_start=self.exploration_start,
+                                               eps_end=self.exploration_end, anneal_steps=self.exploration_steps,
+                                               seed=self.seed)
+        self._act_state = None
+        self._recorder_live = False
+
+    def _excluded_save_params(self) -> list[str]:
+        return super()._excluded_save_params() + ["replay", "sampler", "recorder", "exploration", "_act_state",
+                                                  "loss_config", "_recorder_live"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "policy.optimizer"], []
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """Use another env with the same spaces (wrapped into trajectory form if needed)."""
+        env = _prepare_env(env, self.n_envs, self.seed)
+        try:
+            super().set_env(env, force_reset)
+        except (ValueError, AssertionError) as e:
+            raise ValueError(f"set_env: the new env does not match the model: {e}") from e
+        self._flush_recorder()
+        self._make_collectors()
+
+    @classmethod
+    def load(cls, path, env: GymEnv | None = None, device="auto", custom_objects=None, print_system_info=False,
+             force_reset=True, **kwargs):
+        """SB3 ``load``; ``env`` is wrapped into trajectory form first and must match the saved spaces."""
+        if env is not None and not isinstance(env, VecEnv):
+            env = _prepare_env(env, 1, None)
+        try:
+            return super().load(path, env=env, device=device, custom_objects=custom_objects,
+                                print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+        except ValueError as e:
+            if "spaces do not match" in str(e) or "space" in str(e):
+                raise ValueError(f"AMAGO.load: the env does not match the saved model: {e}") from e
+            raise
+
+    # ------------------------------------------------------------------ acting
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Action(s) for trajectory-form observation(s); ``state`` is each env's context (see ``AMAGOPolicy``)."""
+        if not isinstance(observation, dict):
+            raise ValueError(f"predict() got a raw observation ({type(observation).__name__}). " + RAW_OBS_HELP)
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    # ------------------------------------------------------------------ learning loop
+    def learn(
+        self: SelfAMAGO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "AMAGO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfAMAGO:
+        if self.env is None:
+            raise ValueError("This model has no env; pass one to AMAGO.load(path, env=...) or call set_env(env).")
+        if reset_num_timesteps or self._last_obs is None:
+            self._flush_recorder()
+        total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
+                                                      progress_bar)
+        if not self._recorder_live:
+            self.recorder.reset(self._last_obs)
+            self._act_state = self.policy.initial_state(self.n_envs)
+            self._recorder_live = True
+        callback.on_training_start(locals(), globals())
+        self._log_interval = log_interval
+        self._episodes_logged = self._episode_num
+        while self.num_timesteps < total_timesteps:
+            if not self.collect_rollouts(callback):
+                break
+            if self.num_timesteps >= self.learning_starts and self.replay.num_trajectories > 0 and self.gradient_steps > 0:
+                self.train(self.gradient_steps, self.batch_size)
+        self.recorder.flush()
+        callback.on_training_end()
+        return self
+
+    def _flush_recorder(self) -> None:
+        if getattr(self, "_recorder_live", False):
+            self.recorder.flush()
+        self._recorder_live = False
+
+    def collect_rollouts(self, callback: BaseCallback) -> bool:
+        """Step every env ``train_freq`` times with one batched policy call per step; False if a callback stopped."""
+        policy, env = self.policy, self.env
+        policy.set_training_mode(False)
+        callback.on_rollout_start()
+        for _ in range(self.train_freq):
+            obs, _ = policy.obs_to_torch(self._last_obs)
+            with torch.no_grad():
+                action, self._act_state = policy.act(obs, self._act_state, deterministic=False)
+            action = self.exploration(action.cpu().numpy(), self.num_timesteps)
+            env_action = policy.spec.to_env(action)
+            new_obs, rewards, dones, infos = env.step(env_action)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            self.recorder.step(env_action, rewards, dones, infos, new_obs)
+            if dones.any():
+                self._act_state.reset(torch.as_tensor(dones, device=self.device))
+                self.exploration.new_episodes(dones)
+                self._episode_num += int(dones.sum())
+            self._last_obs, self._last_episode_starts = new_obs, dones
+            self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
+            if self._log_interval and self._episode_num - self._episodes_logged >= self._log_interval:
+                self._episodes_logged = self._episode_num
+                self._dump_logs()
+        callback.on_rollout_end()
+        return True
+
+    def train(self, gradient_steps: int, batch_size: int) -> None:
+        """``gradient_steps`` updates of the AMAGO loss (``amago_sb.losses``) on replay windows."""
+        policy = self.policy
+        policy.set_training_mode(True)
+        params = policy.trainable_parameters()
+        base_lr = self.lr_schedule(self._current_progress_remaining)
+        sums: dict[str, torch.Tensor] = {}
+        grad_norm = torch.zeros(())
+        for i in range(gradient_steps):
+            warm = min(1.0, (self._n_updates + 1) / max(self.lr_warmup_steps, 1))
+            update_learning_rate(policy.optimizer, base_lr * warm)
+            batch = self.sampler.sample(batch_size).to(self.device)
+            loss, stats = amago_loss(policy, batch, self.loss_config, want_entropy=(i == gradient_steps - 1))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"AMAGO loss became {loss.item()} at update {self._n_updates + 1} (env step {self.num_timesteps}); "
+                    "training stopped. Lower learning_rate, check the env's rewards/observations for huge values, "
+                    "or reduce reward_multiplier.")
+            policy.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            policy.optimizer.step()
+            policy.update_targets(self.tau)
+            self._n_updates += 1
+            for k, v in stats.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+        policy.set_training_mode(False)
+        self._record_train_stats(sums, gradient_steps, float(grad_norm), base_lr * warm)
+
+    def _record_train_stats(self, sums: dict[str, torch.Tensor], n: int, grad_norm: float, lr: float) -> None:
+        log = self.logger.record
+        for k, v in sums.items():
+            if k.startswith("attn_entropy"):
+                log(f"train/{k}", float(v))  # measured on the last update only
+            elif v.dim() == 0:
+                log(f"train/{k}", float(v) / n)
+            elif k in ("q_mean", "td_target_mean", "popart_sigma"):
+                vals = (v / n).tolist()
+                for g, x in zip(self.policy.gammas.tolist(), vals):
+                    log(f"train/{k}_g{g:g}", x)
+        log("train/grad_norm", grad_norm)
+        log("train/learning_rate", lr)
+        log("train/n_updates", self._n_updates, exclude="tensorboard")
+        log("replay/trajectories", self.replay.num_trajectories)
+        log("replay/steps", self.replay.num_steps)
+
+    def _dump_logs(self) -> None:
+        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, 1e-8)
+        fps = int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed)
+        self.logger.record("time/episodes", self._episode_num, exclude="tensorboard")
+        if self.ep_info_buffer:
+            self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
+            self.logger.record("rollout/ep_len_mean", safe_mean([ep["l"] for ep in self.ep_info_buffer]))
+        if self.ep_success_buffer:
+            self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))
+        self.logger.record("rollout/exploration_eps", self.exploration.level(self.num_timesteps))
+        self.logger.record("time/fps", fps)
+        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
+

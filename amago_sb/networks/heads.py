@@ -1,0 +1,126 @@
+"""Actor and critic-ensemble heads with one output per discount factor, and PopArt value normalization.
+
+Shapes: ``B`` batch, ``L`` sequence, ``D`` trajectory-encoder features, ``G`` discount factors, ``C`` critics,
+``A`` discrete actions (or actor parameters per gamma).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amago_sb.networks.distributions import ActionSpec
+from amago_sb.networks.layers import MLP, EnsembleLinear
+
+__all__ = ["Actor", "CriticEnsemble", "PopArt", "polyak_update"]
+
+
+class Actor(nn.Module):
+    """``MLP(D -> G * param_dim)``: one action distribution per gamma. ``forward`` returns ``(..., G, param_dim)``."""
+
+    def __init__(self, d_in: int, spec: ActionSpec, n_gammas: int, d_hidden: int = 128, n_layers: int = 2) -> None:
+        super().__init__()
+        self.spec, self.n_gammas = spec, n_gammas
+        self.net = MLP(d_in, d_hidden, n_gammas * spec.param_dim, n_layers=n_layers)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.net(s).unflatten(-1, (self.n_gammas, self.spec.param_dim))
+
+
+class CriticEnsemble(nn.Module):
+    """``C`` critics evaluated by batched einsum layers; outputs are raw (before PopArt's ``w, b``).
+
+    * discrete actions: ``Q(s)`` for every action, ``forward(s (..., D)) -> (..., C, G, A)``;
+    * other actions: the action and the discount are inputs, ``forward(s (..., D), a (..., G, A_in)) -> (..., C, G)``
+      where ``a[..., g, :]`` is the action evaluated under gamma ``g`` (the policy's head ``g`` picks its own).
+    """
+
+    def __init__(self, d_in: int, spec: ActionSpec, gammas: torch.Tensor, n_critics: int = 4, d_hidden: int = 128) -> None:
+        super().__init__()
+        self.spec, self.n_critics, self.n_gammas = spec, n_critics, len(gammas)
+        if spec.discrete:
+            d_inp, d_out = d_in, self.n_gammas * spec.n
+        else:
+            d_inp, d_out = d_in + spec.critic_action_dim + 1, 1
+            # the discount enters as a feature: -log(1 - gamma) / 5 spreads 0.1 ... 0.9995 over ~[0, 1.5]
+            self.register_buffer("gamma_feat", (-torch.log1p(-gammas.float()) / 5.0)[:, None])  # (G, 1)
+        self.l1 = EnsembleLinear(n_critics, d_inp, d_hidden)
+        self.l2 = EnsembleLinear(n_critics, d_hidden, d_hidden)
+        self.l3 = EnsembleLinear(n_critics, d_hidden, d_out)
+
+    def _mlp(self, x: torch.Tensor, detach_params: bool) -> torch.Tensor:
+        h = F.leaky_relu(self.l1(x, detach_params))
+        h = F.leaky_relu(self.l2(h, detach_params))
+        return self.l3(h, detach_params)
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor | None = None, detach_params: bool = False) -> torch.Tensor:
+        if self.spec.discrete:
+            x = s.unsqueeze(-2).expand(*s.shape[:-1], self.n_critics, s.shape[-1])  # (..., C, D)
+            return self._mlp(x, detach_params).unflatten(-1, (self.n_gammas, self.spec.n))  # (..., C, G, A)
+        if a is None:
+            raise ValueError("CriticEnsemble needs the action for non-Discrete action spaces.")
+        G = self.n_gammas
+        s_g = s.unsqueeze(-2).expand(*s.shape[:-1], G, s.shape[-1])  # (..., G, D)
+        feat = self.gamma_feat.expand(*s.shape[:-1], G, 1)  # (..., G, 1)
+        x = torch.cat([s_g, a, feat], dim=-1)  # (..., G, D + A_in + 1)
+        x = x.unsqueeze(-2).expand(*x.shape[:-1], self.n_critics, x.shape[-1])  # (..., G, C, d)
+        return self._mlp(x, detach_params)[..., 0].transpose(-1, -2)  # (..., C, G)
+
+
+class PopArt(nn.Module):
+    """Per-gamma value normalization (van Hasselt et al. 2016) as AMAGO uses it.
+
+    Keeps running ``mu``, ``nu`` (second moment) of the TD targets per gamma with a bias-corrected EMA, and an affine
+    ``w, b`` (buffers, not trained) applied to raw critic outputs: ``normalized(q) = w * q + b``,
+    ``denormalized(q) = sigma * (w * q + b) + mu``. Each stats update rescales ``w, b`` so denormalized outputs are
+    preserved. All tensors here have gamma as the last dim: ``(..., G)``.
+    """
+
+    def __init__(self, n_gammas: int, beta: float = 5e-4, init_nu: float = 100.0) -> None:
+        super().__init__()
+        self.beta = beta
+        self.register_buffer("mu", torch.zeros(n_gammas))
+        self.register_buffer("nu", torch.full((n_gammas,), init_nu))
+        self.register_buffer("w", torch.ones(n_gammas))
+        self.register_buffer("b", torch.zeros(n_gammas))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return (self.nu - self.mu**2).clamp_min(0).sqrt().clamp(1e-4, 1e6)
+
+    def normalized(self, q: torch.Tensor) -> torch.Tensor:
+        return self.w * q + self.b
+
+    def denormalized(self, q: torch.Tensor) -> torch.Tensor:
+        return self.sigma * (self.w * q + self.b) + self.mu
+
+    def normalize_target(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.mu) / self.sigma
+
+    @torch.no_grad()
+    def update_stats(self, y: torch.Tensor, mask: torch.Tensor) -> None:
+        """``y`` ``(..., G)`` targets, ``mask`` broadcastable to ``y`` (valid entries)."""
+        m = mask.expand_as(y).float()
+        n = m.flatten(0, -2).sum(0).clamp_min(1.0)  # (G,)
+        mean = (y * m).flatten(0, -2).sum(0) / n
+        sq = (y**2 * m).flatten(0, -2).sum(0) / n
+        self.count += 1
+        beta_t = self.beta / (1.0 - (1.0 - self.beta) ** self.count.item())
+        old_mu, old_sigma = self.mu.clone(), self.sigma
+        self.mu.lerp_(mean, beta_t)
+        self.nu.lerp_(sq, beta_t)
+        sigma = self.sigma
+        self.w.mul_(old_sigma / sigma)
+        self.b.copy_((old_sigma * self.b + old_mu - self.mu) / sigma)
+
+
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * online`` over parameters (buffers copied)."""
+    with torch.no_grad():
+        tp, op = list(target.parameters()), list(online.parameters())
+        torch._foreach_lerp_(tp, op, tau)
+        for tb, ob in zip(target.buffers(), online.buffers()):
+            tb.copy_(ob)
+

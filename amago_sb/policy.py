@@ -1,0 +1,245 @@
+"""``AMAGOPolicy``: timestep encoder -> shared trajectory encoder -> actor and critic ensemble (+ Polyak targets).
+
+One policy holds every network of the method, so SB3's ``save``/``load`` (``policy`` state dict) round-trips the
+online and target heads, PopArt statistics and input-normalization statistics together.
+
+Acting (``predict`` / ``act``) feeds one new timestep per env and carries each env's context in ``state``:
+a :class:`~amago_sb.networks.KVCache` (Transformer), :class:`~amago_sb.networks.GRUState` (GRU) or
+:class:`~amago_sb.networks.NoState` (FF). The state is updated in place and returned (pass ``state.clone()`` to
+branch). ``episode_start[i]`` empties env ``i``'s context before its step, as in sb3-contrib's recurrent policies.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from amago_sb.networks import (
+    TRAJ_ENCODERS,
+    ActionSpec,
+    Actor,
+    CriticEnsemble,
+    PopArt,
+    TimestepEncoder,
+    polyak_update,
+)
+from wrappers.trajectory import flatten_keys
+
+__all__ = ["AMAGOPolicy", "TransformerPolicy", "GRUPolicy", "FFPolicy", "RAW_OBS_HELP"]
+
+TRAJECTORY_KEYS = ("obs", "prev_action", "prev_reward", "time", "reset")
+RAW_OBS_HELP = (
+    "AMAGO policies act on trajectory-form observations (a dict with keys 'obs', 'prev_action', 'prev_reward', "
+    "'time', 'reset'). Wrap your env with wrappers.TrajectoryWrapper (or wrappers.make_env), or step the env "
+    "returned by model.get_env(), which is already wrapped."
+)
+
+
+def flatten_obs(obs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested observation dicts -> ``{"a/b": value}`` (the replay's key convention)."""
+    out: dict[str, Any] = {}
+    for k, v in obs.items():
+        if isinstance(v, Mapping):
+            out.update(flatten_obs(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class AMAGOPolicy(BasePolicy):
+    """All networks of an AMAGO agent.
+
+    Args:
+        observation_space: trajectory-form ``Dict`` space.
+        action_space: Discrete, MultiDiscrete or bounded Box.
+        lr_schedule: learning-rate schedule (the algorithm applies warmup on top).
+        gammas: discount factors, ascending; acting uses the last (largest).
+        context_len: tokens the Transformer attends to (KV-cache size).
+        num_critics: critic ensemble size.
+        d_model, n_layers, n_heads, d_ff, dropout, normformer: trajectory-encoder size / options (``d_ff`` defaults to
+            ``2 * d_model``: half the usual width, for CPU speed).
+        tstep_dim, tstep_hidden: timestep-encoder output / hidden size (default ``d_model`` / ``2 * d_model``).
+        head_hidden: hidden width of the actor and critic MLPs.
+        popart_beta: PopArt EMA rate.
+        weight_decay: AdamW L2 coefficient.
+    """
+
+    traj_encoder_name: ClassVar[str] = "Transformer"
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        *,
+        gammas: tuple[float, ...] = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999),
+        context_len: int = 64,
+        num_critics: int = 4,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        normformer: bool = True,
+        tstep_dim: int | None = None,
+        tstep_hidden: int | None = None,
+        head_hidden: int = 64,
+        popart_beta: float = 5e-4,
+        weight_decay: float = 1e-3,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        optimizer_kwargs = {"weight_decay": weight_decay} if optimizer_kwargs is None else optimizer_kwargs
+        super().__init__(observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
+        if not isinstance(observation_space, spaces.Dict) or not all(k in observation_space.spaces for k in TRAJECTORY_KEYS):
+            raise ValueError(f"AMAGOPolicy needs a trajectory-form observation space, got {observation_space}. "
+                             + RAW_OBS_HELP)
+        self.cfg = dict(gammas=tuple(float(g) for g in gammas), context_len=context_len, num_critics=num_critics,
+                        d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, dropout=dropout,
+                        normformer=normformer, tstep_dim=tstep_dim, tstep_hidden=tstep_hidden, head_hidden=head_hidden,
+                        popart_beta=popart_beta, weight_decay=weight_decay)
+        self.spec = ActionSpec(action_space)
+        self.leaves = flatten_keys(observation_space)
+        g = torch.tensor(sorted(self.cfg["gammas"]), dtype=torch.float32)
+        self.register_buffer("gammas", g)
+        tstep_dim = d_model if tstep_dim is None else tstep_dim
+        self.tstep_encoder = TimestepEncoder(observation_space, out_dim=tstep_dim,
+                                             d_hidden=2 * d_model if tstep_hidden is None else tstep_hidden)
+        enc_cls = TRAJ_ENCODERS[self.traj_encoder_name]
+        self.traj_encoder = enc_cls(tstep_dim, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                                    d_ff=2 * d_model if d_ff is None else d_ff,
+                                    context_len=context_len, dropout=dropout, normformer=normformer)
+        d = self.traj_encoder.out_dim
+        self.actor = Actor(d, self.spec, len(g), d_hidden=head_hidden)
+        self.critics = CriticEnsemble(d, self.spec, g, n_critics=num_critics, d_hidden=head_hidden)
+        # Polyak targets of the heads only; the target uses the online encoder's features (no target encoder, as AMAGO)
+        self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
+        self.popart = PopArt(len(g), beta=popart_beta)
+        self._build(lr_schedule)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.optimizer = self.optimizer_class(self.trainable_parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters updated by the optimizer (everything except the target heads)."""
+        mods = (self.tstep_encoder, self.traj_encoder, self.actor, self.critics)
+        return [p for m in mods for p in m.parameters()]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self.cfg)
+        return data
+
+    @property
+    def main_gamma(self) -> float:
+        return float(self.gammas[-1])
+
+    def update_targets(self, tau: float) -> None:
+        """Polyak-average the target actor and critics toward the online ones."""
+        polyak_update(self.target_actor, self.actor, tau)
+        polyak_update(self.target_critics, self.critics, tau)
+
+    # ------------------------------------------------------------------ encoding (training)
+    def encode(
+        self, obs: dict[str, torch.Tensor], time_idx: torch.Tensor, mask: torch.Tensor, want_entropy: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Windows ``{key: (B, W, *shape)}`` -> features ``(B, W, D)`` and per-layer attention entropies."""
+        o = self.tstep_encoder(obs, mask)  # (B, W, tstep_dim)
+        return self.traj_encoder(o, time_idx, mask.sum(1), want_entropy)
+
+    # ------------------------------------------------------------------ acting
+    def initial_state(self, n_envs: int) -> Any:
+        """An empty context for ``n_envs`` envs."""
+        return self.traj_encoder.init_state(n_envs, device=self.device)
+
+    def obs_to_torch(self, observation: Any) -> tuple[dict[str, torch.Tensor], bool]:
+        """Trajectory-form observations -> ``({flat_key: (n, *shape)}, vectorized)``; raw observations -> ValueError."""
+        if not isinstance(observation, Mapping) or not all(k in observation for k in TRAJECTORY_KEYS):
+            got = type(observation).__name__ if not isinstance(observation, Mapping) else f"keys {sorted(observation)}"
+            raise ValueError(f"predict() got a raw observation ({got}). " + RAW_OBS_HELP)
+        flat = flatten_obs(observation)
+        reset = np.asarray(flat["reset"])
+        vectorized = reset.ndim == 2
+        out = {}
+        for key in self.leaves:
+            if key not in flat:
+                raise ValueError(f"Observation is missing key {key!r} of the policy's observation space "
+                                 f"(got {sorted(flat)}); was the model trained on a different env?")
+            arr = np.asarray(flat[key])
+            if not vectorized:
+                arr = arr[None]
+            out[key] = torch.as_tensor(arr, device=self.device)
+        return out, vectorized
+
+    def act(self, obs: dict[str, torch.Tensor], state: Any, deterministic: bool = False) -> tuple[torch.Tensor, Any]:
+        """One step for ``n`` envs: ``obs`` ``{key: (n, *shape)}`` -> policy actions ``(n, ...)`` (Box in [-1, 1])."""
+        o = self.tstep_encoder(obs)  # (n, tstep_dim)
+        s, state = self.traj_encoder.step(o, state)  # (n, D)
+        dist = self.spec.dist(self.actor(s)[:, -1])  # head of the main (largest) gamma
+        return (dist.mode() if deterministic else dist.sample()), state
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """sb3-contrib recurrent contract; see the module docstring for ``state``."""
+        self.set_training_mode(False)
+        obs, vectorized = self.obs_to_torch(observation)
+        n = next(iter(obs.values())).shape[0]
+        if state is None:
+            state = self.initial_state(n)
+        elif _state_batch(state) != n:
+            raise ValueError(f"state holds the context of {_state_batch(state)} envs but the observation has {n}; "
+                             "pass state=None to start fresh contexts.")
+        if episode_start is not None:
+            state.reset(torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(n), device=self.device))
+        with torch.no_grad():
+            action, state = self.act(obs, state, deterministic)
+        actions = self.spec.to_env(action.cpu().numpy())
+        if not vectorized:
+            actions = actions[0]
+        return actions, state
+
+    def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
+        raise NotImplementedError("AMAGOPolicy acts through predict(observation, state, episode_start) or act().")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("AMAGOPolicy has no single forward; use encode() for training and act() for acting.")
+
+
+def _state_batch(state: Any) -> int:
+    if hasattr(state, "count"):
+        return int(state.count.shape[0])
+    if hasattr(state, "h"):
+        return int(state.h.shape[1])
+    return int(state.batch)
+
+
+class TransformerPolicy(AMAGOPolicy):
+    """AMAGO with the stabilized Transformer trajectory encoder (the method's default)."""
+
+    traj_encoder_name = "Transformer"
+
+
+class GRUPolicy(AMAGOPolicy):
+    """AMAGO with a GRU trajectory encoder."""
+
+    traj_encoder_name = "GRU"
+
+
+class FFPolicy(AMAGOPolicy):
+    """AMAGO without memory (each timestep alone): the ablation that shows what memory buys."""
+
+    traj_encoder_name = "FF"

@@ -1,0 +1,196 @@
+"""Unit tests of the agent's networks, distributions, PopArt, exploration and the loss (no env needed)."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from amago_sb.exploration import EpisodicExploration
+from amago_sb.losses import masked_mean
+from amago_sb.networks import (
+    ActionSpec,
+    CriticEnsemble,
+    GRUTrajEncoder,
+    InputNorm,
+    PopArt,
+    SigmaReparamLinear,
+    TimestepEncoder,
+    TransformerTrajEncoder,
+)
+from amago_sb.networks.distributions import ClippedCategorical, TanhGaussian
+
+
+def _tformer(layers=2, ctx=16):
+    torch.manual_seed(0)
+    enc = TransformerTrajEncoder(8, d_model=16, n_layers=layers, n_heads=2, d_ff=32, context_len=ctx).eval()
+    return enc
+
+
+def test_kv_cache_step_matches_full_forward():
+    enc = _tformer()
+    B, L = 3, 10
+    x = torch.randn(B, L, 8)
+    t = torch.arange(L)[None].expand(B, L)
+    with torch.no_grad():
+        full, _ = enc(x, t)
+        state = enc.init_state(B)
+        steps = []
+        for i in range(L):
+            y, state = enc.step(x[:, i], state)
+            steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_kv_cache_slides_when_full_and_resets_per_env():
+    enc = _tformer(layers=1, ctx=4)  # one layer: a full cache equals attending to the last 4 tokens exactly
+    B, L = 2, 9
+    x = torch.randn(B, L, 8)
+    with torch.no_grad():
+        state = enc.init_state(B)
+        for i in range(L):
+            y, state = enc.step(x[:, i], state)
+        window = x[:, L - 4:]
+        ref, _ = enc(window, torch.arange(L - 4, L)[None].expand(B, 4))
+        torch.testing.assert_close(y, ref[:, -1], atol=1e-5, rtol=1e-4)
+        # reset env 0 only: its next step sees a fresh context at time 0, env 1 keeps going
+        state.reset(torch.tensor([True, False]))
+        y2, state = enc.step(x[:, 0], state)
+        fresh, _ = enc(x[:1, :1], torch.zeros(1, 1, dtype=torch.long))
+        torch.testing.assert_close(y2[0], fresh[0, 0], atol=1e-5, rtol=1e-4)
+        assert state.count.tolist() == [1, L + 1]
+
+
+def test_transformer_padding_does_not_change_valid_rows_and_entropy_is_reported():
+    enc = _tformer()
+    x = torch.randn(2, 6, 8)
+    t = torch.arange(6)[None].expand(2, 6)
+    with torch.no_grad():
+        a, ents = enc(x, t, torch.tensor([6, 4]), want_entropy=True)
+        b, _ = enc(x[1:, :4], t[1:, :4])
+    torch.testing.assert_close(a[1, :4], b[0], atol=1e-5, rtol=1e-4)
+    assert len(ents) == 2 and all(0 < float(e) < np.log(6) + 1e-4 for e in ents)
+
+
+def test_gru_step_matches_forward():
+    torch.manual_seed(0)
+    enc = GRUTrajEncoder(8, d_model=16, n_layers=2)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        full, _ = enc(x, None)
+        st = enc.init_state(2)
+        outs = []
+        for i in range(5):
+            y, st = enc.step(x[:, i], st)
+            outs.append(y)
+    torch.testing.assert_close(torch.stack(outs, 1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_sigma_reparam_estimates_spectral_norm_and_eval_cache_follows_updates():
+    torch.manual_seed(0)
+    lin = SigmaReparamLinear(12, 7)
+    true = torch.linalg.matrix_norm(lin.weight.detach(), ord=2)
+    sigma = torch.einsum("o,oi,i->", lin.u, lin.weight.detach(), lin.v)
+    assert abs(float(sigma) - float(true)) / float(true) < 1e-3
+    lin.eval()
+    x = torch.randn(3, 12)
+    with torch.no_grad():
+        y1 = lin(x)
+        lin.gamma.mul_(2.0)
+        y2 = lin(x)
+    torch.testing.assert_close(y2 - lin.bias, 2 * (y1 - lin.bias))
+
+
+def test_input_norm_ignores_padding_and_only_updates_in_train_mode():
+    norm = InputNorm(2, beta=0.5)
+    x = torch.tensor([[1.0, 2.0], [1.0, 2.0], [100.0, 100.0]])
+    norm.train()
+    norm(x, mask=torch.tensor([True, True, False]))
+    torch.testing.assert_close(norm.mu, torch.tensor([1.0, 2.0]))
+    norm.eval()
+    norm(torch.full((4, 2), 50.0))
+    torch.testing.assert_close(norm.mu, torch.tensor([1.0, 2.0]))
+
+
+def test_popart_update_preserves_denormalized_outputs():
+    pop = PopArt(3, beta=0.3)
+    q = torch.randn(5, 3)
+    before = pop.denormalized(q)
+    pop.update_stats(torch.randn(10, 3) * 7 + 3, torch.ones(10, 1, dtype=torch.bool))
+    torch.testing.assert_close(pop.denormalized(q), before, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(pop.mu, torch.zeros(3))
+
+
+def test_clipped_categorical_keeps_log_probs_finite():
+    d = ClippedCategorical(torch.tensor([[50.0, -50.0, -50.0]]))
+    assert float(d.probs.min()) >= 1e-3 * 0.9
+    assert torch.isfinite(d.log_prob(torch.tensor([2]))).all()
+    assert d.mode().item() == 0
+
+
+def test_tanh_gaussian_log_prob_matches_change_of_variables():
+    torch.manual_seed(0)
+    params = torch.tensor([[0.3, -0.2]])  # mu, raw log std for one action dim
+    d = TanhGaussian(params)
+    a = torch.tensor([[0.4]])
+    u = torch.atanh(a)
+    ref = torch.distributions.Normal(d.mu, d.std).log_prob(u).sum(-1) - torch.log(1 - a**2).sum(-1)
+    torch.testing.assert_close(d.log_prob(a), ref, atol=1e-4, rtol=1e-4)
+    s = d.rsample()
+    assert s.abs().max() < 1
+
+
+def test_critic_param_detach_blocks_gradients_to_critics_only():
+    spec = ActionSpec(spaces.Box(-1, 1, (2,)))
+    critic = CriticEnsemble(4, spec, torch.tensor([0.9, 0.99]), n_critics=3, d_hidden=8)
+    s = torch.randn(5, 4)
+    a = torch.randn(5, 2, 2, requires_grad=True)
+    q = critic(s, a, detach_params=True)
+    assert q.shape == (5, 3, 2)
+    q.sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    assert all(p.grad is None for p in critic.parameters())
+
+
+def test_masked_mean_ignores_masked_rows():
+    x = torch.tensor([[1.0, 100.0], [3.0, 100.0]])[..., None].expand(2, 2, 3)
+    m = torch.tensor([[True, False], [True, False]])
+    assert float(masked_mean(x, m)) == pytest.approx(2.0)
+
+
+def test_timestep_encoder_handles_discrete_image_and_instruction_keys():
+    space = spaces.Dict({
+        "obs": spaces.Dict({"pos": spaces.Discrete(5), "img": spaces.Box(0, 255, (3, 8, 8), np.uint8)}),
+        "prev_action": spaces.Box(0, 1, (3,)), "prev_reward": spaces.Box(-1, 1, (1,)),
+        "time": spaces.Box(0, 1, (1,)), "reset": spaces.Box(0, 1, (1,)),
+        "instruction": spaces.MultiDiscrete(np.full((2, 3), 9)),
+    })
+    enc = TimestepEncoder(space, out_dim=16)
+    B, L = 2, 4
+    obs = {"obs/pos": torch.randint(0, 5, (B, L)), "obs/img": torch.randint(0, 255, (B, L, 3, 8, 8), dtype=torch.uint8),
+           "prev_action": torch.rand(B, L, 3), "prev_reward": torch.rand(B, L, 1), "time": torch.rand(B, L, 1),
+           "reset": torch.zeros(B, L, 1), "instruction": torch.randint(0, 9, (B, L, 2, 3))}
+    assert enc(obs).shape == (B, L, 16)
+    one = {k: v[:, 0] for k, v in obs.items()}
+    assert enc(one).shape == (B, 16)
+
+
+def test_timestep_encoder_rejects_unsupported_space():
+    space = spaces.Dict({"obs": spaces.Text(5), "prev_action": spaces.Box(0, 1, (1,)), "prev_reward": spaces.Box(0, 1, (1,)),
+                         "time": spaces.Box(0, 1, (1,)), "reset": spaces.Box(0, 1, (1,))})
+    with pytest.raises(ValueError, match="unsupported space"):
+        TimestepEncoder(space)
+
+
+def test_exploration_anneals_and_respects_bounds():
+    spec = ActionSpec(spaces.Discrete(3))
+    ex = EpisodicExploration(spec, 4, eps_start=1.0, eps_end=0.0, anneal_steps=100, seed=0)
+    assert ex.level(0) == 1.0 and ex.level(50) == pytest.approx(0.5) and ex.level(1000) == 0.0
+    a = np.zeros(4, dtype=np.int64)
+    assert (ex(a, 1000) == 0).all()  # no noise once annealed to 0
+    ex.multiplier[:] = 1.0
+    outs = np.stack([ex(a, 0) for _ in range(200)])
+    assert set(np.unique(outs)) == {0, 1, 2}
+    box = EpisodicExploration(ActionSpec(spaces.Box(-2, 2, (2,))), 2, seed=0)
+    assert np.abs(box(np.full((2, 2), 0.99, np.float32), 0)).max() <= 1.0
+    with pytest.raises(ValueError, match="exploration levels"):
+        EpisodicExploration(spec, 1, eps_start=2.0)
