@@ -328,3 +328,11 @@ def test_fifo_eviction_by_bytes(tmp_path):
     assert TrajectoryStore(tmp_path / "r", read_only=True).num_bytes == 2 * size  # from names alone
     with pytest.raises(ValueError, match="max_bytes must be a positive int or None"):
         TrajectoryStore(tmp_path, max_bytes=0)
+
+
+def test_directory_removed_while_in_use(tmp_path):
+    store = TrajectoryStore(tmp_path / "r", fsync=False)
+    store.add(make_traj(3))
+    shutil.rmtree(tmp_path / "r")
+    with pytest.raises(FileNotFoundError, match="was removed while in use"):
+        store.paths()

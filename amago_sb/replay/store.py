@@ -207,7 +207,14 @@ class TrajectoryStore:
     # ------------------------------------------------------------------ index
     def refresh(self) -> None:
         """Rescan the directory so that files written or evicted by other processes are seen."""
-        found = {n for n in os.listdir(self.directory) if n.endswith(".npz")} - self._foreign
+        try:
+            listing = os.listdir(self.directory)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"Replay directory {self.directory} was removed while in use; recreate it (stored trajectories are lost) "
+                "or point the run at another replay_dir."
+            ) from None
+        found = {n for n in listing if n.endswith(".npz")} - self._foreign
         if found != self._steps.keys():
             steps: dict[str, int] = {}
             for n in found:
