@@ -18,35 +18,34 @@ One file per :class:`wrappers.trajectory.Trajectory` (a whole episode or a chunk
 * **Full disk.** ``ENOSPC`` / ``EDQUOT`` / ``EFBIG`` while writing raises :class:`ReplayDiskFullError` (an ``OSError``)
   that says what to do, and removes the temp file, so nothing partial is left behind.
 
-File format (``np.savez``, no pickle): ``obs:<key>`` per observation key, ``actions``, ``rewards``, ``terminated``,
-``truncated``, optionally ``achieved``, ``time_offset`` (0-d int64) and ``meta`` (0-d JSON string).
+File names and format: :mod:`amago_sb.replay.files`.
 """
 
 from __future__ import annotations
 
 import bisect
-import errno
-import json
 import os
-import re
-import socket
 import time
 import uuid
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from amago_sb.replay.files import (
+    DISK_FULL_ERRNOS,
+    LOAD_ERRORS,
+    TMP_RE,
+    bytes_from_name,
+    from_arrays,
+    host_tag,
+    pid_alive,
+    to_arrays,
+    traj_steps_from_name,
+)
 from wrappers.trajectory import Trajectory
 
 __all__ = ["TrajectoryStore", "ReplayDiskFullError", "ReplayFileWarning", "traj_steps_from_name"]
-
-_NAME_RE = re.compile(r"^traj_(\d+)_[A-Za-z0-9-]+_\d+_[0-9a-f]+_T(\d+)(?:_B(\d+))?\.npz$")
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp$")
-_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError)
 
 
 class ReplayDiskFullError(OSError):
@@ -55,36 +54,6 @@ class ReplayDiskFullError(OSError):
 
 class ReplayFileWarning(UserWarning):
     """A replay file could not be read (corrupt, truncated, empty) or vanished; it is skipped."""
-
-
-def _host_tag() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
-
-
-def traj_steps_from_name(name: str) -> int | None:
-    """Number of transitions encoded in a store file name, or ``None`` if ``name`` is not a store file."""
-    m = _NAME_RE.match(name)
-    return int(m.group(2)) if m else None
-
-
-def _bytes_from_name(name: str, directory: Path) -> int:
-    m = _NAME_RE.match(name)
-    if m and m.group(3) is not None:
-        return int(m.group(3))
-    try:  # a file named without its size (older layout): ask the file system once
-        return (directory / name).stat().st_size
-    except OSError:
-        return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class TrajectoryStore:
@@ -128,7 +97,7 @@ class TrajectoryStore:
         self.read_only = bool(read_only)
         self.stale_tmp_seconds = float(stale_tmp_seconds)
         self.refresh_interval = float(refresh_interval)
-        self._host = _host_tag()
+        self._host = host_tag()
         self._names: list[str] = []  # sorted oldest -> newest
         self._steps: dict[str, int] = {}
         self._total = 0
@@ -161,7 +130,7 @@ class TrajectoryStore:
             with open(probe, "wb") as f:
                 f.write(b"0")
         except OSError as e:
-            if e.errno in _DISK_FULL_ERRNOS:
+            if e.errno in DISK_FULL_ERRNOS:
                 raise ReplayDiskFullError(e.errno, f"Replay directory {self.directory} is on a full disk; free space.") from e
             raise PermissionError(
                 f"Replay directory {self.directory} is not writable ({e.strerror or e}). Fix its permissions, choose "
@@ -183,7 +152,7 @@ class TrajectoryStore:
             for entry in it:
                 if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
                     continue
-                m = _TMP_RE.match(entry.name)
+                m = TMP_RE.match(entry.name)
                 try:
                     age = now - entry.stat().st_mtime
                 except FileNotFoundError:
@@ -191,7 +160,7 @@ class TrajectoryStore:
                 live = (
                     m is not None
                     and m.group("host") == self._host
-                    and _pid_alive(int(m.group("pid")))
+                    and pid_alive(int(m.group("pid")))
                     and age < self.stale_tmp_seconds
                 )
                 remote_fresh = m is not None and m.group("host") != self._host and age < self.stale_tmp_seconds
@@ -228,7 +197,7 @@ class TrajectoryStore:
             self._names = sorted(steps)
             self._steps = steps
             self._total = sum(steps.values())
-            self._sizes = {n: self._sizes[n] if n in self._sizes else _bytes_from_name(n, self.directory) for n in steps}
+            self._sizes = {n: self._sizes[n] if n in self._sizes else bytes_from_name(n, self.directory) for n in steps}
             self._total_bytes = sum(self._sizes.values())
             self._bad &= found
             self._version += 1
@@ -300,7 +269,7 @@ class TrajectoryStore:
         T = len(traj)
         if T < 1:
             raise ValueError("TrajectoryStore.add got a trajectory with 0 transitions; store only trajectories with T >= 1.")
-        arrays = _to_arrays(traj)
+        arrays = to_arrays(traj)
         stem = f"traj_{time.time_ns():020d}_{self._host}_{os.getpid()}_{uuid.uuid4().hex[:8]}_T{T}"
         tmp = self.directory / f".{stem}.npz.{self._host}.{os.getpid()}.tmp"
         try:
@@ -315,7 +284,7 @@ class TrajectoryStore:
             os.replace(tmp, final)
         except BaseException as e:
             tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+            if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
                 raise ReplayDiskFullError(
                     e.errno,
                     f"Replay disk full while writing to {self.directory} ({e.strerror}). The trajectory was not stored and "
@@ -372,7 +341,7 @@ class TrajectoryStore:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
-                traj = _from_arrays(z)
+                traj = from_arrays(z)
             traj.validate()
             return traj
         except FileNotFoundError:
@@ -381,7 +350,7 @@ class TrajectoryStore:
                 warnings.warn(f"Replay file {path} vanished (evicted by FIFO or removed); skipping it.",
                               ReplayFileWarning, stacklevel=2)
             return None
-        except _LOAD_ERRORS as e:
+        except LOAD_ERRORS as e:
             if path.name in self._steps and path.name not in self._bad:
                 self._bad.add(path.name)
                 self._version += 1
@@ -392,38 +361,3 @@ class TrajectoryStore:
     def __repr__(self) -> str:
         return (f"TrajectoryStore({str(self.directory)!r}, trajectories={self.num_trajectories}, steps={self.num_steps}, "
                 f"bytes={self.num_bytes}, max_steps={self.max_steps}, max_bytes={self.max_bytes})")
-
-
-def _to_arrays(traj: Trajectory) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {f"obs:{k}": np.asarray(v) for k, v in traj.observations.items()}
-    arrays["actions"] = np.asarray(traj.actions)
-    arrays["rewards"] = np.asarray(traj.rewards, dtype=np.float32)
-    arrays["terminated"] = np.asarray(traj.terminated, dtype=bool)
-    arrays["truncated"] = np.asarray(traj.truncated, dtype=bool)
-    if traj.achieved is not None:
-        arrays["achieved"] = np.asarray(traj.achieved, dtype=np.int64)
-    arrays["time_offset"] = np.asarray(int(traj.time_offset), dtype=np.int64)
-    try:
-        arrays["meta"] = np.asarray(json.dumps(traj.meta))
-    except TypeError as e:
-        raise TypeError(f"Trajectory.meta must be JSON-serializable to be stored, got {traj.meta!r}: {e}") from e
-    for k, v in arrays.items():
-        if v.dtype == object:
-            raise TypeError(f"Trajectory field {k!r} has dtype object; store numeric arrays only.")
-    return arrays
-
-
-def _from_arrays(z: np.lib.npyio.NpzFile) -> Trajectory:
-    obs = {k[4:]: z[k] for k in z.files if k.startswith("obs:")}
-    if not obs:
-        raise KeyError("no 'obs:<key>' arrays in file")
-    return Trajectory(
-        observations=obs,
-        actions=z["actions"],
-        rewards=z["rewards"],
-        terminated=z["terminated"],
-        truncated=z["truncated"],
-        achieved=z["achieved"] if "achieved" in z.files else None,
-        time_offset=int(z["time_offset"]),
-        meta=json.loads(str(z["meta"])) if "meta" in z.files else {},
-    )
