@@ -31,12 +31,12 @@ def is_image_space(space: spaces.Space) -> bool:
 
 
 def needs_baseline_wrapper(space: spaces.Space) -> bool:
-    """True unless ``space`` is a ``Box`` or a flat ``Dict`` of ``Box`` spaces (which SB3 handles as is)."""
-    if isinstance(space, spaces.Box):
-        return False
-    if isinstance(space, spaces.Dict):
-        return not all(isinstance(s, spaces.Box) for s in space.spaces.values())
-    return True
+    """True unless ``space`` is a ``Box`` (vector or image), which SB3's ``MlpPolicy`` / ``CnnPolicy`` take as is.
+
+    Every ``Dict`` is wrapped: without images it becomes one vector (so ``MlpPolicy`` works on all vector envs,
+    e.g. the trajectory-form ``MetaBanditTrial-v0``), with images a flat ``Dict`` for ``MultiInputPolicy``.
+    """
+    return not isinstance(space, spaces.Box)
 
 
 def _leaf_to_box(space: spaces.Space) -> spaces.Box:

@@ -56,11 +56,13 @@ def load_hyperparams(algo: str, path: str | Path | None = None) -> dict[str, dic
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
         raise ValueError(f"{file} must map env ids (and 'default') to mappings of hyperparameters.")
-    return {str(k): dict(v or {}) for k, v in data.items()}
+    return {str(k): _numbers(dict(v or {})) for k, v in data.items()}
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """Parse rl-zoo style ``-params key:value`` overrides; values are YAML (``lr:1e-3``, ``net:[64, 64]``).
+
+    Numbers in exponent form without a dot (``1e-3``, which YAML 1.1 reads as a string) become floats.
 
     Raises:
         ValueError: an item has no ``:`` or an empty key, or its value is not valid YAML.
@@ -78,8 +80,22 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise ValueError(f"Malformed value in hyperparameter override {item!r}: not valid YAML ({err}).") from err
-        out[key] = value
+        out[key] = _numbers(value)
     return out
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; turn such strings into floats, recursively."""
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
 
 
 def linear_schedule(initial_value: float):
