@@ -1,0 +1,367 @@
+"""The zoo CLI end to end: train (rl-zoo layout, -i, bad input, killed runs), enjoy, plot, benchmark, tune."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from zoo import benchmark, enjoy, plot, train, tune
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = "popgym-CountRecallEasy-v0"  # MultiDiscrete observations: also exercises the baselines' wrapper
+TINY = ["-params", "n_envs:2", "n_steps:32", "batch_size:32", "n_epochs:1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small nets on a shared 2-core CPU: one torch thread is fastest; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cli(module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory) -> Path:
+    """One real `python -m zoo.train` run (subprocess) of PPO with evaluations and checkpoints."""
+    logs = tmp_path_factory.mktemp("logs")
+    res = _cli(
+        "zoo.train",
+        "--algo",
+        "ppo",
+        "--env",
+        ENV,
+        "-n",
+        "128",
+        "-f",
+        str(logs),
+        "--eval-freq",
+        "64",
+        "--eval-episodes",
+        "2",
+        "--save-freq",
+        "64",
+        "--seed",
+        "3",
+        "--num-threads",
+        "1",
+        *TINY,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return logs
+
+
+def test_train_writes_rl_zoo_layout(ppo_run):
+    run = ppo_run / "ppo" / f"{ENV}_1"
+    assert {p.name for p in run.glob("*.monitor.csv")} == {"0.monitor.csv", "1.monitor.csv"}
+    for name in (
+        f"{ENV}.zip",
+        "best_model.zip",
+        "evaluations.npz",
+        "rl_model_64_steps.zip",
+        "rl_model_128_steps.zip",
+        f"{ENV}/args.yml",
+        f"{ENV}/config.yml",
+        "summary.yml",
+    ):
+        assert (run / name).is_file(), name
+    args = yaml.safe_load((run / ENV / "args.yml").read_text())
+    config = yaml.safe_load((run / ENV / "config.yml").read_text())
+    assert args["algo"] == "ppo" and args["seed"] == 3 and args["hyperparams"]["n_steps"] == 32
+    assert config["n_envs"] == 2 and config["n_timesteps"] == 128 and config["policy"] == "MlpPolicy"
+    evals = np.load(run / "evaluations.npz")
+    np.testing.assert_array_equal(evals["timesteps"], [64, 128])
+    assert evals["results"].shape == (2, 2)
+    assert len(plot.read_monitor_files(run)) >= 2  # CountRecallEasy episodes are 51 steps: 2 envs x 64 steps
+
+
+def test_continue_training_with_i(ppo_run, capsys):
+    model = ppo_run / "ppo" / f"{ENV}_1" / f"{ENV}.zip"
+    assert (
+        train.main(
+            [
+                "--algo",
+                "ppo",
+                "--env",
+                ENV,
+                "-n",
+                "64",
+                "-f",
+                str(ppo_run),
+                "--eval-freq",
+                "-1",
+                "-i",
+                str(model),
+                "--verbose",
+                "0",
+                "-params",
+                "n_envs:2",
+                "learning_rate:1e-4",
+            ]
+        )
+        == 0
+    )
+    summary = yaml.safe_load((ppo_run / "ppo" / f"{ENV}_2" / "summary.yml").read_text())
+    assert summary["n_timesteps"] == 128 + 64  # the step counter continues
+
+
+def test_checkpoint_of_another_env_is_refused(ppo_run, capsys):
+    model = ppo_run / "ppo" / f"{ENV}_1" / f"{ENV}.zip"
+    other = "popgym-CountRecallMedium-v0"
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--algo", "ppo", "--env", other, "-n", "64", "-f", str(ppo_run), "-i", str(model)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"was trained on env '{ENV}', not '{other}'" in err and f"--env {ENV}" in err
+    assert not (ppo_run / "ppo" / f"{other}_1").exists()  # nothing written for a refused run
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--algo", "ppo2", "--env", ENV], "Unknown algo 'ppo2'. Did you mean: ppo"),
+        (["--algo", "ppo", "--env", "popgym-CountRecalEasy-v0"], "Did you mean: popgym-CountRecallEasy-v0"),
+        (["--algo", "ppo", "--env", ENV, "-params", "n_steps=3"], "Malformed hyperparameter override 'n_steps=3'"),
+        (
+            ["--algo", "ppo", "--env", ENV, "-params", "n_step:3"],
+            "Unknown hyperparameter(s) for ppo: 'n_step' (did you mean n_steps",
+        ),
+        (["--algo", "ppo", "--env", ENV, "-i", "missing.zip"], "--trained-agent 'missing.zip' must be an existing .zip"),
+    ],
+)
+def test_bad_input_exits_with_a_clear_message(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main([*argv, "-f", str(tmp_path), "-n", "64"])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.yml"))
+
+
+def test_cli_subprocess_reports_unknown_env():
+    res = _cli("zoo.train", "--algo", "ppo", "--env", "popgym-RepeatPrevousEasy-v0")
+    assert res.returncode == 2
+    assert "Unknown env id 'popgym-RepeatPrevousEasy-v0'. Did you mean: popgym-RepeatPreviousEasy-v0" in res.stderr
+
+
+def test_killed_run_leaves_readable_logs(tmp_path):
+    """SIGKILL mid-training: config and args are there from the start, finished episodes are in the monitor files."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo.train",
+        "--algo",
+        "ppo",
+        "--env",
+        ENV,
+        "-n",
+        "10000000",
+        "-f",
+        str(tmp_path),
+        "--eval-freq",
+        "-1",
+        "--num-threads",
+        "1",
+        "--verbose",
+        "0",
+        *TINY,
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "ppo" / f"{ENV}_1"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(plot.read_monitor_files(run)) < 4:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert yaml.safe_load((run / ENV / "config.yml").read_text())["n_timesteps"] == 10000000
+    episodes = plot.read_monitor_files(run)
+    assert len(episodes) >= 4 and np.all(episodes[:, 1] == 51)
+    out = plot.plot_curves(tmp_path, tmp_path / "killed.png", source="train", window=2)
+    assert out.stat().st_size > 1000
+
+
+def test_enjoy_runs_episodes_with_recurrent_state(tmp_path, capsys):
+    assert (
+        train.main(
+            [
+                "--algo",
+                "recurrent_ppo",
+                "--env",
+                ENV,
+                "-n",
+                "64",
+                "-f",
+                str(tmp_path),
+                "--eval-freq",
+                "-1",
+                "--verbose",
+                "0",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert enjoy.main(["--algo", "recurrent_ppo", "--env", ENV, "-f", str(tmp_path), "--n-episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"episode \d: return -?[\d.]+, length 51", out)) == 2
+    assert "mean return" in out
+    with pytest.raises(SystemExit):
+        enjoy.main(["--algo", "recurrent_ppo", "--env", ENV, "-f", str(tmp_path), "--load-best"])
+    assert "best_model.zip does not exist" in capsys.readouterr().err
+
+
+def test_enjoy_gif_of_an_image_env(tmp_path):
+    """Crafter observations are images: enjoy records them into a GIF, keeping the policy's recurrent state."""
+    logs = tmp_path / "logs"
+    assert (
+        train.main(
+            [
+                "--algo",
+                "recurrent_ppo",
+                "--env",
+                "Crafter-v0",
+                "-n",
+                "8",
+                "-f",
+                str(logs),
+                "--eval-freq",
+                "-1",
+                "--verbose",
+                "0",
+                "-params",
+                "n_envs:1",
+                "n_steps:8",
+                "batch_size:8",
+                "n_epochs:1",
+            ]
+        )
+        == 0
+    )
+    gif = tmp_path / "crafter.gif"
+    assert enjoy.main(["--algo", "recurrent_ppo", "--env", "Crafter-v0", "-f", str(logs), "-n", "6", "--gif", str(gif)]) == 0
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames >= 2 and im.size == (64, 64)
+    with pytest.raises(ValueError, match="--gif needs an env with image observations"):
+        enjoy.save_gif([], tmp_path / "none.gif")
+
+
+def test_aggregate_mean_and_spread():
+    curves = [(np.array([0.0, 10.0]), np.array([0.0, 1.0])), (np.array([0.0, 5.0, 20.0]), np.array([1.0, 2.0, 2.0]))]
+    agg = plot.aggregate(curves, n_points=3)
+    np.testing.assert_allclose(agg["x"], [0.0, 5.0, 10.0])  # common grid up to the shortest run
+    np.testing.assert_allclose(agg["mean"], [0.5, 1.25, 1.5])
+    np.testing.assert_allclose(agg["std"], [0.5, 0.75, 0.5])
+
+
+def test_plot_cli_draws_eval_curves(ppo_run, tmp_path):
+    out = tmp_path / "curves.png"
+    assert plot.main(["-f", str(ppo_run), "--env", ENV, "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        plot.main(["-f", str(tmp_path / "empty"), "--out", str(out)])
+
+
+def test_benchmark_writes_table_and_figures(tmp_path):
+    md, figs = tmp_path / "docs" / "benchmark.md", tmp_path / "docs" / "figures"
+    argv = [
+        "--envs",
+        "popgym-RepeatPreviousEasy-v0",
+        "--algos",
+        "ppo",
+        "recurrent_ppo",
+        "--seeds",
+        "2",
+        "--steps",
+        "64",
+        "-f",
+        str(tmp_path / "logs"),
+        "--out",
+        str(md),
+        "--fig-dir",
+        str(figs),
+        "--eval-episodes",
+        "1",
+        "--num-threads",
+        "1",
+        "--note",
+        "shared CPU",
+        "-params",
+        "n_envs:1",
+        "n_steps:32",
+        "batch_size:32",
+        "n_epochs:1",
+    ]
+    assert benchmark.main(argv) == 0
+    text = md.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| popgym-RepeatPreviousEasy-v0 |"))
+    assert len(re.findall(r"-?\d+\.\d{3} \+- \d+\.\d{3} \(\d+ s\)", row)) == 2  # one mean +- std cell per algo
+    assert "| env | ppo | recurrent_ppo | best |" in text and "shared CPU" in text and "CPU cores" in text
+    assert (figs / "popgym-RepeatPreviousEasy-v0.png").is_file()
+    assert "](figures/popgym-RepeatPreviousEasy-v0.png)" in text
+
+
+def test_benchmark_reports_failed_runs(tmp_path):
+    results = benchmark.run_benchmark(
+        ["popgym-RepeatPreviousEasy-v0"], ["ppo"], 1, 64, tmp_path, hyperparams={"policy": "NoSuchPolicy"}, eval_episodes=1
+    )
+    cell = results[("popgym-RepeatPreviousEasy-v0", "ppo")]
+    assert not cell.finals and cell.summary().startswith("failed: ValueError") and "NoSuchPolicy" in cell.summary()
+
+
+def test_tune_needs_optuna(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(SystemExit) as exc:
+        tune.main(["--algo", "ppo", "--env", ENV])
+    assert exc.value.code == 2 and "pip install optuna" in capsys.readouterr().err
+
+
+def test_tune_runs_trials_and_writes_best(tmp_path):
+    pytest.importorskip("optuna")
+    assert (
+        tune.main(
+            [
+                "--algo",
+                "recurrent_ppo",
+                "--env",
+                ENV,
+                "--trials",
+                "2",
+                "--steps",
+                "64",
+                "--eval-episodes",
+                "1",
+                "-f",
+                str(tmp_path),
+                "--num-threads",
+                "1",
+                "-params",
+                "n_envs:1",
+                "n_epochs:1",
+            ]
+        )
+        == 0
+    )
+    best = yaml.safe_load((tmp_path / "recurrent_ppo" / f"{ENV}_best.yml").read_text())[ENV]
+    assert best["n_envs"] == 1 and best["n_steps"] in (64, 128, 256, 512) and "lstm_hidden_size" in best["policy_kwargs"]
