@@ -97,7 +97,8 @@ class AMAGOPolicy(BasePolicy):
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        optimizer_kwargs = {"weight_decay": weight_decay} if optimizer_kwargs is None else optimizer_kwargs
+        if optimizer_kwargs is None:  # foreach: one fused kernel per op over all parameters (CPU defaults to a loop)
+            optimizer_kwargs = {"weight_decay": weight_decay, "foreach": True}
         super().__init__(observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
         if not isinstance(observation_space, spaces.Dict) or not all(k in observation_space.spaces for k in TRAJECTORY_KEYS):
             raise ValueError(f"AMAGOPolicy needs a trajectory-form observation space, got {observation_space}. "

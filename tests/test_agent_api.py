@@ -1,0 +1,206 @@
+"""SB3 API of ``AMAGO``: construction from ids / envs / VecEnvs, learn, predict with state, evaluate_policy,
+callbacks, save/load, GRU/FF policies, several action and observation spaces, and bad input. Tiny configs only."""
+
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+import wrappers
+from amago_sb import AMAGO
+from amago_sb.networks import GRUState, KVCache, NoState
+from amago_sb.policy import RAW_OBS_HELP
+
+TINY = dict(batch_size=4, context_len=8, train_freq=4, gradient_steps=2, learning_starts=16, n_envs=2,
+            policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2, head_hidden=16))
+
+
+def tiny(policy="Transformer", env="TMazePassive-v0", **kw):
+    args = {**TINY, **kw}
+    return AMAGO(policy, env, seed=0, **args)
+
+
+class _ToyEnv(gym.Env):
+    """Configurable little env: image / Box observations, MultiDiscrete / Box actions."""
+
+    def __init__(self, obs="box", act="multidiscrete", reward=1.0):
+        self.observation_space = (spaces.Box(0, 255, (8, 8, 3), np.uint8) if obs == "image"
+                                  else spaces.Box(-1, 1, (3,), np.float32))
+        self.action_space = spaces.MultiDiscrete([2, 3]) if act == "multidiscrete" else spaces.Box(-2, 2, (2,), np.float32)
+        self.reward, self.t = reward, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert action in self.action_space, action
+        self.t += 1
+        return self.observation_space.sample(), self.reward, self.t >= 6, False, {}
+
+
+def test_learn_predict_evaluate_with_env_id_and_kv_cache_state():
+    model = tiny()
+    model.learn(80)
+    assert model._n_updates > 0 and model.replay.num_trajectories > 0
+    env = model.get_env()
+    assert wrappers.is_trajectory_space(env.observation_space) and env.num_envs == 2
+    obs = env.reset()
+    actions, state = model.predict(obs, state=None, episode_start=np.ones(2, bool), deterministic=True)
+    assert actions.shape == (2,) and isinstance(state, KVCache) and state.count.tolist() == [1, 1]
+    obs, *_ = env.step(actions)
+    _, state = model.predict(obs, state=state, episode_start=np.array([True, False]), deterministic=True)
+    assert state.count.tolist() == [1, 2]
+    mean, _ = evaluate_policy(model, env, n_eval_episodes=4, deterministic=True)
+    assert -1.0 <= mean <= 1.0
+
+
+def test_single_unbatched_observation_gives_unbatched_action():
+    model = tiny()
+    env = wrappers.make_env("TMazePassive-v0")
+    obs, _ = env.reset(seed=0)
+    action, state = model.predict(obs, deterministic=True)
+    assert np.ndim(action) == 0 and env.action_space.contains(int(action))
+
+
+def test_save_load_round_trip_predicts_identically(tmp_path):
+    model = tiny()
+    model.learn(80)
+    path = tmp_path / "amago.zip"
+    model.save(path)
+    loaded = AMAGO.load(path, env=model.get_env())
+    assert loaded._n_updates == model._n_updates and loaded.context_len == model.context_len
+    for a, b in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(loaded.policy.popart.mu, model.policy.popart.mu)
+    env = model.get_env()
+    obs = env.reset()
+    s1 = s2 = None
+    start = np.ones(2, bool)
+    for _ in range(6):
+        a1, s1 = model.predict(obs, s1, start, deterministic=True)
+        a2, s2 = loaded.predict(obs, s2, start, deterministic=True)
+        np.testing.assert_array_equal(a1, a2)
+        obs, _, start, _ = env.step(a1)
+    # the optimizer state came back too, and training continues
+    assert len(loaded.policy.optimizer.state) == len(model.policy.optimizer.state)
+    loaded.learn(16, reset_num_timesteps=False)
+
+
+def test_eval_and_checkpoint_callbacks(tmp_path):
+    model = tiny()
+    eval_env = make_vec_env(lambda: wrappers.make_env("TMazePassive-v0"), n_envs=1)
+    cbs = [EvalCallback(eval_env, eval_freq=20, n_eval_episodes=2, best_model_save_path=str(tmp_path / "best"),
+                        log_path=str(tmp_path / "eval")),
+           CheckpointCallback(save_freq=20, save_path=str(tmp_path / "ckpt"))]
+    model.learn(80, callback=cbs)
+    assert (tmp_path / "eval" / "evaluations.npz").exists()
+    ckpts = list((tmp_path / "ckpt").glob("*.zip"))
+    assert ckpts
+    AMAGO.load(ckpts[0])  # loads without an env, for prediction
+
+
+def test_tensorboard_keys_are_logged(tmp_path):
+    from stable_baselines3.common.logger import configure
+
+    model = tiny(gradient_steps=3)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(120, log_interval=1)
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    for key in ("rollout/ep_rew_mean", "rollout/ep_len_mean", "train/critic_loss", "train/actor_loss",
+                "train/filtered_bc_frac", "train/q_mean_g0.999", "train/attn_entropy_l0", "train/grad_norm",
+                "train/learning_rate", "time/fps"):
+        assert key in header, key
+
+
+@pytest.mark.parametrize("policy,state_type", [("GRU", GRUState), ("FF", NoState)])
+def test_gru_and_ff_policies(policy, state_type):
+    model = tiny(policy)
+    model.learn(48)
+    obs = model.get_env().reset()
+    _, state = model.predict(obs, episode_start=np.ones(2, bool))
+    assert isinstance(state, state_type)
+
+
+def test_box_actions_and_images():
+    env = _ToyEnv(obs="image", act="box")
+    model = tiny(env=env, learning_starts=8)
+    model.learn(40)
+    obs = model.get_env().reset()
+    a, _ = model.predict(obs)
+    assert a.shape == (1, 2) and np.all(np.abs(a) <= 2)
+
+
+def test_multidiscrete_actions():
+    model = tiny(env=_ToyEnv(obs="box", act="multidiscrete"), learning_starts=8)
+    model.learn(40)
+    a, _ = model.predict(model.get_env().reset())
+    assert a.shape == (1, 2) and a[0, 0] in (0, 1) and a[0, 1] in (0, 1, 2)
+
+
+def test_instruction_env_relabels_by_default():
+    model = tiny(env="GoalGridInstruction-v0")
+    assert model.relabel is True and model.sampler.relabel is wrappers.relabel
+    model.learn(40)
+    with pytest.raises(ValueError, match=re.escape("relabel=True needs an instruction env")):
+        tiny(relabel=True)
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+def test_raw_observations_to_predict_raise_clear_error():
+    model = tiny()
+    raw_obs, _ = gym.make("TMazePassive-v0").reset(seed=0)
+    with pytest.raises(ValueError, match=re.escape(RAW_OBS_HELP)):
+        model.predict(raw_obs)
+    with pytest.raises(ValueError, match="model.get_env()"):
+        model.predict({"obs": raw_obs})
+
+
+def test_unknown_policy_alias_and_bad_context_len():
+    with pytest.raises(ValueError, match="Unknown AMAGO policy 'Mamba'"):
+        AMAGO("Mamba", "TMazePassive-v0")
+    with pytest.raises(ValueError, match="context_len must be an int >= 1"):
+        AMAGO("Transformer", "TMazePassive-v0", context_len=0)
+
+
+def test_unsupported_action_space():
+    class MB(_ToyEnv):
+        def __init__(self):
+            super().__init__()
+            self.action_space = spaces.MultiBinary(3)
+
+    with pytest.raises(ValueError, match="MultiBinary|unsupported action space"):
+        AMAGO("Transformer", MB())
+
+
+def test_set_env_and_load_with_mismatched_spaces(tmp_path):
+    model = tiny()
+    other = make_vec_env(lambda: wrappers.make_env("TwoArmedBandit-v0"), n_envs=2)
+    with pytest.raises(ValueError, match="does not match"):
+        model.set_env(other)
+    model.save(tmp_path / "m.zip")
+    with pytest.raises(ValueError, match="does not match the saved model"):
+        AMAGO.load(tmp_path / "m.zip", env=other)
+    model.set_env(make_vec_env(lambda: wrappers.make_env("TMazePassive-v0"), n_envs=2))  # same spaces: fine
+
+
+def test_non_trajectory_vecenv_rejected():
+    raw = make_vec_env("TMazePassive-v0", n_envs=2)
+    with pytest.raises(ValueError, match="not in trajectory form"):
+        tiny(env=raw)
+
+
+def test_nan_loss_stops_with_update_number():
+    model = tiny()
+    model.learn(40)
+    with torch.no_grad():
+        model.policy.critics.l3.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=rf"at update {model._n_updates + 1}\b"):
+        model.train(1, 4)
