@@ -365,3 +365,84 @@ def test_tune_runs_trials_and_writes_best(tmp_path):
     )
     best = yaml.safe_load((tmp_path / "recurrent_ppo" / f"{ENV}_best.yml").read_text())[ENV]
     assert best["n_envs"] == 1 and best["n_steps"] in (64, 128, 256, 512) and "lstm_hidden_size" in best["policy_kwargs"]
+
+
+def _amago_import_error() -> str | None:
+    from zoo.algos import get_algo_class
+
+    try:
+        get_algo_class("amago")
+    except ImportError as err:
+        return str(err)
+    return None
+
+
+AMAGO_TINY = [
+    "-params",
+    "n_envs:2",
+    "batch_size:4",
+    "context_len:16",
+    "train_freq:8",
+    "gradient_steps:1",
+    "learning_starts:16",
+    "policy_kwargs:{d_model: 16, n_layers: 1, n_heads: 2}",
+]
+
+
+@pytest.mark.skipif(_amago_import_error() is not None, reason=f"amago_sb.AMAGO cannot be imported: {_amago_import_error()}")
+def test_amago_train_continue_and_enjoy(tmp_path, capsys):
+    """AMAGO through the same CLI: rl-zoo layout and evaluations, -i continuation, enjoy with its context state."""
+    env = "popgym-RepeatPreviousEasy-v0"
+    assert (
+        train.main(
+            [
+                "--algo",
+                "amago",
+                "--env",
+                env,
+                "-n",
+                "64",
+                "-f",
+                str(tmp_path),
+                "--eval-freq",
+                "64",
+                "--eval-episodes",
+                "1",
+                "--verbose",
+                "0",
+                "--seed",
+                "0",
+                *AMAGO_TINY,
+            ]
+        )
+        == 0
+    )
+    run = tmp_path / "amago" / f"{env}_1"
+    assert (run / "evaluations.npz").is_file() and (run / "0.monitor.csv").is_file() and (run / f"{env}.zip").is_file()
+    assert yaml.safe_load((run / env / "config.yml").read_text())["context_len"] == 16
+    assert (
+        train.main(
+            [
+                "--algo",
+                "amago",
+                "--env",
+                env,
+                "-n",
+                "32",
+                "-f",
+                str(tmp_path),
+                "--eval-freq",
+                "-1",
+                "--verbose",
+                "0",
+                "-i",
+                str(run / f"{env}.zip"),
+                *AMAGO_TINY[:2],
+            ]
+        )
+        == 0
+    )
+    assert yaml.safe_load((tmp_path / "amago" / f"{env}_2" / "summary.yml").read_text())["n_timesteps"] == 96
+    capsys.readouterr()
+    assert enjoy.main(["--algo", "amago", "--env", env, "-f", str(tmp_path), "--n-episodes", "1", "--exp-id", "1"]) == 0
+    assert re.search(r"episode 0: return -?[\d.]+, length 51", capsys.readouterr().out)
