@@ -101,7 +101,7 @@ def check_all(arch: int, quick: bool = False, L: int = 1024) -> list[dict]:
             t = _TORCH_TO_TRITON[dtype]
             d_pad = ta._d_pad(d)
             elem = torch.empty((), dtype=dtype).element_size()
-            prec = "ieee"  # fp32 launches use IEEE unless torch allows TF32
+            prec = "tf32x3" if dtype == torch.float32 else "ieee"  # fp32 default unless torch allows TF32
             base = dict(HEAD_DIM=d, D_PAD=d_pad, CAUSAL=causal, HAS_LENGTHS=has_len, PRECISION=prec, UPCAST=False)
             ptr_in = {n: t for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")}
             ptr_f32 = {n: "fp32" for n in ("LSE", "ENT", "DELTA", "M_PART", "L_PART", "ACC_PART")}

@@ -1,8 +1,10 @@
 """Attention through ``torch.nn.functional.scaled_dot_product_attention``: the CPU path and the non-Triton fallback.
 
-SDPA picks its own kernel (flash / memory-efficient / math on CUDA, a fused C++ kernel on CPU). Padding is
-expressed as a boolean mask; SDPA returns NaN for a query with no allowed key, so key 0 is unmasked for such
-rows (only sequences of length 0 have them) and their outputs are zeroed afterwards. The entropy, which
+SDPA picks its own kernel (flash / memory-efficient / math on CUDA, a fused C++ kernel on CPU). With causal
+attention and padding at the end, a valid query never sees a padded key, so padding only needs the padded
+queries' outputs zeroed: SDPA runs unmasked with ``is_causal=True`` (flash-eligible), and the zeroing also
+stops gradients from padded rows. Non-causal padding uses a boolean key mask; SDPA returns NaN for a query
+with no allowed key, so key 0 is unmasked for such rows (length-0 sequences) and their outputs are zeroed. The entropy, which
 SDPA cannot return, comes from ``reference.attention_entropy`` (no autograd, query-blocked, float32).
 """
 
@@ -26,14 +28,15 @@ def sdpa_attention(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """SDPA attention on validated inputs ``(B, H, L, D)``; returns out or ``(out, entropy float32 (B, H, L))``."""
     L = q.shape[-2]
-    if lengths is None:
+    if lengths is None or causal:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     else:
         mask = allowed_mask(L, L, lengths, causal, q.device).clone()  # (B, 1, L, L)
         mask[..., 0] = True  # no all-masked rows (length-0 sequences); those outputs are zeroed below
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if lengths is not None:
         q_ok = torch.arange(L, device=q.device)[None, :] < lengths[:, None]  # (B, L)
-        out = out * q_ok[:, None, :, None].to(out.dtype)
+        out = torch.where(q_ok[:, None, :, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
     if not return_entropy:
         return out
     return out, attention_entropy(q, k, lengths, causal)

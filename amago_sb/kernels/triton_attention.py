@@ -20,8 +20,9 @@ The entropy is a monitoring signal and is not differentiable (its gradient is ig
 Caution: tested on CPU through ``TRITON_INTERPRET=1`` (triton 3.9, torch 2.13) and compiled ahead of time
 for sm80 / sm90 (``tests/test_kernels_compile.py``); GPU speed is measured by ``bench/attention.py``.
 Supports head_dim 1..128 (padded to a power of two >= 16 inside the kernel; 16/32/64/128 waste nothing),
-fp32 / fp16 / bf16, any sequence length. fp32 inputs use TF32 tensor cores exactly when
-``torch.backends.cuda.matmul.allow_tf32`` is set, as torch matmuls do.
+fp32 / fp16 / bf16, any sequence length. fp32 inputs use TF32 tensor cores when
+``torch.backends.cuda.matmul.allow_tf32`` is set, else 3xTF32 (about fp32 accuracy, three tensor-core
+passes, smaller tiles): fp16/bf16 is the fast path.
 """
 
 from __future__ import annotations
@@ -329,9 +330,10 @@ def _d_pad(head_dim: int) -> int:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and not (torch.cuda.is_available() and torch.backends.cuda.matmul.allow_tf32):
-        return "ieee"
-    return "tf32"
+    """fp32 dots: TF32 where torch allows it, else 3xTF32 (about fp32 accuracy on tensor cores)."""
+    if dtype != torch.float32 or _interpreting():
+        return "ieee"  # ignored for fp16/bf16
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
 
 
 def _interpreting() -> bool:

@@ -50,14 +50,18 @@ def _short(L: int, tile: int) -> int:
 
 
 def fwd_config(d_pad: int, elem: int, L: int, kernel: str = "fwd", interpret: bool = False) -> dict:
-    """BLOCK_M, BLOCK_N, num_warps, num_stages of the forward kernel."""
+    """BLOCK_M, BLOCK_N, num_warps, num_stages of the forward kernel.
+
+    fp16/bf16: 128x64 tiles, 8 warps (4 warps sit at the 255-register ceiling and spill without causality).
+    fp32 runs 3xTF32 (or TF32) dots, which need about three times the registers: smaller tiles.
+    """
     if interpret:
         bm, bn = _INTERPRET_TILES["fwd"]
         return dict(BLOCK_M=bm, BLOCK_N=bn)
-    if elem >= 4:  # fp32: twice the bytes per tile
-        bm, bn, warps = (64, 32, 4) if d_pad >= 128 else (64, 64, 4)
+    if elem >= 4:
+        bm, bn, warps = (32, 32, 4) if d_pad >= 128 else (64, 32, 4)
     else:
-        bm, bn, warps = (128, 64, 8) if d_pad >= 128 else (128, 64, 4)
+        bm, bn, warps = 128, 64, 8
     bm, bn = _short(L, bm), _short(L, bn)
     stages = _fit_stages(2 * bn * d_pad * elem, bm * d_pad * elem, 3)
     return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
@@ -68,15 +72,19 @@ def bwd_config(d_pad: int, elem: int, L: int, kernel: str, interpret: bool = Fal
     if interpret:
         bm, bn = _INTERPRET_TILES[kernel]
         return dict(BLOCK_M=bm, BLOCK_N=bn)
-    big = d_pad >= 128 or elem >= 4
     if kernel == "dkdv":
-        bm, bn = (32, 64) if big else (32, 128)
+        if elem >= 4:
+            (bm, bn), warps = ((16, 16) if d_pad >= 128 else (32, 32)), 4
+        else:
+            (bm, bn), warps = ((32, 64) if d_pad >= 128 else (32, 128)), 8
         resident, streamed = 2 * bn * d_pad * elem, 2 * bm * d_pad * elem  # K, V resident; Q, dO streamed
     else:
-        bm, bn = (64, 32) if big else (128, 32)
+        if elem >= 4:
+            (bm, bn), warps = ((32, 32) if d_pad >= 128 else (64, 32)), 4
+        else:
+            (bm, bn), warps = ((64, 32), 8) if d_pad >= 128 else ((128, 32), 4)
         resident, streamed = 2 * bm * d_pad * elem, 2 * bn * d_pad * elem  # Q, dO resident; K, V streamed
     bm, bn = _short(L, bm), _short(L, bn)
-    warps = 8 if d_pad >= 128 and elem < 4 else 4
     stages = _fit_stages(streamed, resident, 3)
     return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
 
