@@ -7,6 +7,7 @@ updates on windows drawn by :class:`~amago_sb.replay.WindowSampler` (the loss li
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from typing import Any, ClassVar, TypeVar
@@ -23,9 +24,11 @@ from stable_baselines3.common.utils import safe_mean, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 import wrappers
+from amago_sb.checkpoint import RESUME_STATE_KEY, restore_resume_state, save_model, validate_checkpoint
 from amago_sb.exploration import EpisodicExploration
 from amago_sb.losses import LossConfig, amago_loss
 from amago_sb.networks.distributions import unsupported_action_reason
+from amago_sb.nonfinite import NonFiniteGuard
 from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
 
@@ -80,6 +83,8 @@ class AMAGO(BaseAlgorithm):
             multiplied by a per-episode random scale (``amago_sb.exploration``).
         lr_warmup_steps: updates of linear learning-rate warmup.
         max_grad_norm: global gradient-norm clip.
+        max_nonfinite_updates: an update whose loss or gradient is NaN/inf is skipped (logged as
+            ``train/nonfinite_skips``); this many skips in a row stop training with a ``FloatingPointError``.
         n_envs: copies of the env when ``env`` is an id.
         chunk_len: transitions per stored replay file for long episodes (default ``4 * context_len``).
         num_threads: ``torch.set_num_threads`` on CPU (process-wide; None leaves it). Default 1: these small
@@ -125,6 +130,7 @@ class AMAGO(BaseAlgorithm):
         n_envs: int = 8,
         chunk_len: int | None = None,
         num_threads: int | None = 1,
+        max_nonfinite_updates: int = 10,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -167,6 +173,7 @@ class AMAGO(BaseAlgorithm):
         self.exploration_start, self.exploration_end = float(exploration_start), float(exploration_end)
         self.exploration_steps, self.lr_warmup_steps = int(exploration_steps), int(lr_warmup_steps)
         self.max_grad_norm, self.chunk_len, self.num_threads = float(max_grad_norm), chunk_len, num_threads
+        self.max_nonfinite_updates, self._nonfinite_skips = max_nonfinite_updates, 0
         self._act_state: Any = None
         if _init_setup_model:
             self._setup_model()
@@ -194,6 +201,7 @@ class AMAGO(BaseAlgorithm):
         self.loss_config = LossConfig(reward_multiplier=self.reward_multiplier, num_critics_td=self.num_critics_td,
                                       online_coeff=self.online_coeff, offline_coeff=self.offline_coeff,
                                       critic_coeff=self.critic_coeff)
+        self._nonfinite = NonFiniteGuard(self.policy, self.policy.optimizer, self.max_nonfinite_updates)
         self._make_collectors()
 
     def _make_collectors(self) -> None:
@@ -207,7 +215,7 @@ class AMAGO(BaseAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + ["replay", "sampler", "recorder", "exploration", "_act_state",
-                                                  "loss_config", "_recorder_live"]
+                                                  "loss_config", "_recorder_live", "_nonfinite"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -225,16 +233,30 @@ class AMAGO(BaseAlgorithm):
     @classmethod
     def load(cls, path, env: GymEnv | None = None, device="auto", custom_objects=None, print_system_info=False,
              force_reset=True, **kwargs):
-        """SB3 ``load``; ``env`` is wrapped into trajectory form first and must match the saved spaces."""
+        """SB3 ``load``; ``env`` is wrapped into trajectory form first and must match the saved spaces.
+
+        Resume a run with ``AMAGO.load(path, env=..., replay_dir=...)`` then ``learn(n, reset_num_timesteps=False)``:
+        counters, optimizer, targets, normalization statistics, RNG states and (via ``replay_dir``) the replay carry
+        over. A truncated / corrupt file raises ``amago_sb.checkpoint.CorruptCheckpointError`` naming it.
+        """
+        if isinstance(path, (str, os.PathLike)):
+            path = validate_checkpoint(path)
         if env is not None and not isinstance(env, VecEnv):
             env = _prepare_env(env, 1, None)
         try:
-            return super().load(path, env=env, device=device, custom_objects=custom_objects,
-                                print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+            model = super().load(path, env=env, device=device, custom_objects=custom_objects,
+                                 print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         except ValueError as e:
             if "spaces do not match" in str(e) or "space" in str(e):
                 raise ValueError(f"AMAGO.load: the env does not match the saved model: {e}") from e
             raise
+        restore_resume_state(model, model.__dict__.pop(RESUME_STATE_KEY, None))
+        return model
+
+    def save(self, path, exclude=None, include=None) -> None:
+        """SB3 ``save``, written atomically (temp file, fsync, rename: a crash never leaves a partial checkpoint),
+        with the RNG states a resumed run needs (``amago_sb.checkpoint``)."""
+        save_model(self, path, exclude, include)
 
     # ------------------------------------------------------------------ acting
     def predict(
@@ -328,15 +350,15 @@ class AMAGO(BaseAlgorithm):
             warm = min(1.0, (self._n_updates + 1) / max(self.lr_warmup_steps, 1))
             update_learning_rate(policy.optimizer, base_lr * warm)
             batch = self.sampler.sample(batch_size).to(self.device)
+            self._nonfinite.snapshot()  # PopArt / input-norm statistics, restored if this update is skipped
             loss, stats = amago_loss(policy, batch, self.loss_config, want_entropy=(i == gradient_steps - 1))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"AMAGO loss became {loss.item()} at update {self._n_updates + 1} (env step {self.num_timesteps}); "
-                    "training stopped. Lower learning_rate, check the env's rewards/observations for huge values, "
-                    "or reduce reward_multiplier.")
             policy.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
+            if not self._nonfinite.update_ok(loss, grad_norm, update=self._n_updates + 1, env_step=self.num_timesteps):
+                self._nonfinite_skips += 1  # NaN/inf loss or gradient: no step; raises after max_nonfinite_updates
+                continue
             policy.optimizer.step()
             policy.update_targets(self.tau)
             self._n_updates += 1
@@ -357,6 +379,7 @@ class AMAGO(BaseAlgorithm):
                 for g, x in zip(self.policy.gammas.tolist(), vals):
                     log(f"train/{k}_g{g:g}", x)
         log("train/grad_norm", grad_norm)
+        log("train/nonfinite_skips", self._nonfinite_skips)
         log("train/learning_rate", lr)
         log("train/n_updates", self._n_updates, exclude="tensorboard")
         log("replay/trajectories", self.replay.num_trajectories)

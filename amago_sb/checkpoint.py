@@ -1,0 +1,349 @@
+"""Crash-safe checkpoints: atomic writes, rotation, validation on load, and the state a resumed run needs.
+
+* **Atomic writes.** :func:`atomic_write` lets a writer fill a hidden temp file in the target's directory
+  (``.<name>.<host>.<pid>.tmp``), ``fsync``\\ s it, ``os.replace``\\ s it onto the final name and ``fsync``\\ s the
+  directory. A crash at any moment (even ``SIGKILL``) leaves either the old file or the new one, plus at most an
+  orphaned temp file that :func:`clean_temp_files` (called by :class:`CheckpointManager`) deletes later.
+  A full disk (``ENOSPC`` / ``EDQUOT`` / ``EFBIG``) raises :class:`CheckpointDiskFullError` after removing the temp
+  file; the previous checkpoints are untouched.
+* **Rotation.** :class:`CheckpointManager` names checkpoints ``<prefix>_<num_timesteps>_steps.zip`` (SB3's
+  ``CheckpointCallback`` layout) and deletes all but the newest ``keep_last`` *after* the new one is in place.
+  :class:`AtomicCheckpointCallback` saves through it every ``save_freq`` calls.
+* **Validation.** :func:`validate_checkpoint` checks a zip before SB3 unpickles it: a truncated or corrupt file raises
+  :class:`CorruptCheckpointError` (a ``ValueError``) naming the file and the way out (the previous checkpoint).
+* **Resume state.** :func:`capture_resume_state` / :func:`restore_resume_state`: the python / numpy / torch RNG
+  states and, for AMAGO, the replay sampler's and the exploration's generators. ``AMAGO.save`` stores them in the
+  zip's ``data`` and ``AMAGO.load`` puts them back after SB3 re-seeded everything in ``_setup_model``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+import uuid
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from amago_sb.replay.files import DISK_FULL_ERRNOS, TMP_RE, host_tag, pid_alive
+
+__all__ = [
+    "AtomicCheckpointCallback",
+    "CheckpointDiskFullError",
+    "CheckpointManager",
+    "CheckpointWarning",
+    "CorruptCheckpointError",
+    "RESUME_STATE_KEY",
+    "atomic_write",
+    "capture_resume_state",
+    "checkpoint_path",
+    "clean_temp_files",
+    "restore_resume_state",
+    "validate_checkpoint",
+]
+
+RESUME_STATE_KEY = "_resume_state"  # model attribute that carries the resume state through SB3's ``data`` entry
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file is truncated, not a zip, or fails its CRC / content checks."""
+
+
+class CheckpointDiskFullError(OSError):
+    """The disk (or quota / file-size limit) filled up while writing a checkpoint; nothing partial was left."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped (corrupt) while looking for the newest valid one."""
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """The file SB3 writes for ``path``: ``.zip`` is appended when the name has no suffix."""
+    p = Path(path)
+    return p if p.suffix else p.with_name(p.name + ".zip")
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync: bool = True) -> Path:
+    """Let ``write(tmp_path)`` create the file, then move it onto ``path`` atomically; return ``path``.
+
+    Args:
+        path: final file name (its directory is created if missing).
+        write: writes the whole file at the given temp path (e.g. ``model.save`` of SB3, ``torch.save``).
+        fsync: flush the file and the directory to disk (skip only for throwaway files).
+
+    Raises:
+        CheckpointDiskFullError: the disk, quota or file-size limit ran out (the temp file is removed; an existing
+            file at ``path`` is unchanged).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.{host_tag()}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        if not tmp.is_file():
+            raise FileNotFoundError(f"atomic_write: the writer did not create {tmp} (did it add a suffix to the name?).")
+        if fsync:
+            _fsync_path(tmp)
+        os.replace(tmp, final)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            raise CheckpointDiskFullError(
+                e.errno,
+                f"Disk full while writing checkpoint {final} ({e.strerror}). Nothing partial was left and the previous "
+                "checkpoints are intact; free disk space (or lower keep_last / the replay's buffer_size) and resume "
+                "from the newest checkpoint.",
+            ) from e
+        raise
+    if fsync:
+        _fsync_path(final.parent, directory=True)
+    return final
+
+
+def clean_temp_files(directory: str | os.PathLike, stale_seconds: float = 3600.0) -> list[Path]:
+    """Delete temp files (``.*.tmp``) left by crashed writers: dead pid on this host, or older than ``stale_seconds``."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed, host, now = [], host_tag(), time.time()
+    for entry in os.scandir(d):
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        m = TMP_RE.match(entry.name)
+        try:
+            age = now - entry.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if m is not None and age < stale_seconds and (m.group("host") != host or pid_alive(int(m.group("pid")))):
+            continue  # a live writer (or one on another host of a shared file system)
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+def _siblings(path: Path) -> list[str]:
+    try:
+        others = sorted((p for p in path.parent.glob("*.zip") if p != path), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return []
+    return [p.name for p in others[-3:]]
+
+
+def validate_checkpoint(path: str | os.PathLike) -> Path:
+    """Check that ``path`` (or ``path.zip``) is a complete SB3 checkpoint; return the file's path.
+
+    Reads the zip's central directory, verifies every member's CRC, and checks that ``data`` is JSON and that
+    parameters (``*.pth``) are present. Costs one read of the file.
+
+    Raises:
+        FileNotFoundError: neither ``path`` nor ``path.zip`` exists.
+        CorruptCheckpointError: truncated, empty, not a zip, CRC mismatch, or missing parts; the message names the
+            file and the other checkpoints of its directory to load instead.
+    """
+    p = Path(path)
+    if not p.is_file() and Path(f"{p}.zip").is_file():
+        p = Path(f"{p}.zip")
+    if not p.is_file():
+        raise FileNotFoundError(f"Checkpoint {p} does not exist (nor {p}.zip).")
+    reason = None
+    try:
+        if p.stat().st_size == 0:
+            reason = "the file is empty"
+        else:
+            with zipfile.ZipFile(p) as zf:
+                bad = zf.testzip()
+                names = zf.namelist()
+                if bad is not None:
+                    reason = f"member {bad!r} fails its CRC check"
+                elif "data" not in names:
+                    reason = f"no 'data' entry (members: {names})"
+                elif not any(n.endswith(".pth") for n in names):
+                    reason = f"no parameters (*.pth) (members: {names})"
+                else:
+                    json.loads(zf.read("data").decode())
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        reason = f"{type(e).__name__}: {e}"
+    if reason is not None:
+        others = _siblings(p)
+        hint = (f"load an earlier checkpoint of {p.parent} instead (newest: {', '.join(reversed(others))}; "
+                "CheckpointManager(dir).latest() returns the newest valid one)" if others else
+                "no other checkpoint is in its directory; start a new run (a kept replay_dir still holds the data)")
+        raise CorruptCheckpointError(
+            f"Checkpoint {p} is corrupt or truncated ({reason}). A crash or a full disk cut it off while it was "
+            f"written without an atomic writer, or it was damaged later. Delete it and {hint}.")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------- rotation
+class CheckpointManager:
+    """Atomic, rotated checkpoints of an SB3 model in one directory.
+
+    Args:
+        directory: where checkpoints go (created if missing); orphaned temp files of dead writers are deleted.
+        name_prefix: file names are ``<name_prefix>_<num_timesteps>_steps.zip``.
+        keep_last: newest checkpoints kept; older ones are deleted after each successful save (``None``: keep all).
+        fsync: flush files and directory (keep on for real runs).
+    """
+
+    def __init__(self, directory: str | os.PathLike, name_prefix: str = "amago", keep_last: int | None = 3,
+                 fsync: bool = True) -> None:
+        if keep_last is not None and (not isinstance(keep_last, (int, np.integer)) or keep_last < 1):
+            raise ValueError(f"keep_last must be an int >= 1 or None (keep every checkpoint), got {keep_last!r}.")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name_prefix):
+            raise ValueError(f"name_prefix must use only letters, digits, '_', '.', '-', got {name_prefix!r}.")
+        self.directory, self.name_prefix, self.keep_last, self.fsync = Path(directory), name_prefix, keep_last, fsync
+        self._re = re.compile(rf"^{re.escape(name_prefix)}_(\d+)_steps\.zip$")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.removed_temp_files = clean_temp_files(self.directory)
+
+    def checkpoints(self) -> list[Path]:
+        """This manager's checkpoint files, oldest (fewest steps) first."""
+        found = []
+        for name in os.listdir(self.directory):
+            m = self._re.match(name)
+            if m:
+                found.append((int(m.group(1)), name))
+        return [self.directory / n for _, n in sorted(found)]
+
+    def save(self, model: Any) -> Path:
+        """Write ``model`` (an SB3 algorithm) as ``<prefix>_<num_timesteps>_steps.zip`` atomically, then rotate."""
+        path = self.directory / f"{self.name_prefix}_{int(model.num_timesteps)}_steps.zip"
+        save_model(model, path, fsync=self.fsync)
+        if self.keep_last is not None:
+            for old in self.checkpoints()[:-self.keep_last]:
+                if old != path:
+                    old.unlink(missing_ok=True)
+        return path
+
+    def latest(self) -> Path | None:
+        """Newest checkpoint that passes :func:`validate_checkpoint` (corrupt ones are skipped with a warning)."""
+        for p in reversed(self.checkpoints()):
+            try:
+                return validate_checkpoint(p)
+            except (CorruptCheckpointError, FileNotFoundError) as e:
+                warnings.warn(f"Skipping checkpoint {p}: {e}", CheckpointWarning, stacklevel=2)
+        return None
+
+
+def save_model(model: Any, path: str | os.PathLike, exclude: Any = None, include: Any = None, *,
+               fsync: bool = True) -> Path | None:
+    """SB3 ``BaseAlgorithm.save`` of ``model`` with its resume state, written atomically; returns the file's path.
+
+    A file object (``io.BufferedIOBase``) is written directly (no atomicity possible); the return value is then ``None``.
+    """
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    setattr(model, RESUME_STATE_KEY, capture_resume_state(model))
+    try:
+        if not isinstance(path, (str, os.PathLike)):
+            BaseAlgorithm.save(model, path, exclude, include)
+            return None
+        return atomic_write(checkpoint_path(path), lambda tmp: BaseAlgorithm.save(model, tmp, exclude, include), fsync=fsync)
+    finally:
+        model.__dict__.pop(RESUME_STATE_KEY, None)
+
+
+class AtomicCheckpointCallback(BaseCallback):
+    """Save every ``save_freq`` callback calls (vector-env steps) through a :class:`CheckpointManager`.
+
+    Args:
+        save_freq: calls between saves (one call = one ``VecEnv.step``, i.e. ``n_envs`` env steps).
+        save_path: checkpoint directory.
+        name_prefix, keep_last: see :class:`CheckpointManager`.
+        save_on_end: also save when ``learn`` returns.
+    """
+
+    def __init__(self, save_freq: int, save_path: str | os.PathLike, name_prefix: str = "amago",
+                 keep_last: int | None = 3, save_on_end: bool = True, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if save_freq < 1:
+            raise ValueError(f"save_freq must be >= 1 (callback calls between checkpoints), got {save_freq}.")
+        self.save_freq, self.save_on_end = int(save_freq), save_on_end
+        self.manager = CheckpointManager(save_path, name_prefix, keep_last)
+        self.last_path: Path | None = None
+
+    def _save(self) -> None:
+        self.last_path = self.manager.save(self.model)
+        if self.verbose >= 2:
+            print(f"Saving model checkpoint to {self.last_path}")
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            self._save()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.save_on_end:
+            self._save()
+
+
+# ---------------------------------------------------------------------------------------------------- resume state
+def capture_resume_state(model: Any) -> dict[str, Any]:
+    """RNG states a resumed run needs: python, numpy, torch (CPU and CUDA), the replay sampler's and the exploration's."""
+    state: dict[str, Any] = {
+        "version": 1,
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    sampler = getattr(model, "sampler", None)
+    if sampler is not None and hasattr(sampler, "rng"):
+        state["sampler"] = sampler.rng.bit_generator.state
+    exploration = getattr(model, "exploration", None)
+    if exploration is not None and hasattr(exploration, "rng"):
+        state["exploration"] = {"rng": exploration.rng.bit_generator.state,
+                                "multiplier": np.array(exploration.multiplier, copy=True)}
+    return state
+
+
+def restore_resume_state(model: Any, state: dict[str, Any] | None) -> bool:
+    """Put back what :func:`capture_resume_state` captured; False (nothing done) for checkpoints without it.
+
+    The env cannot be restored (a loaded model starts fresh episodes), so a seeded env is re-seeded with
+    ``seed + num_timesteps``: a resumed run does not replay the episodes of its start.
+    """
+    if not state:
+        return False
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("torch_cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    sampler = getattr(model, "sampler", None)
+    if "sampler" in state and sampler is not None:
+        sampler.rng.bit_generator.state = state["sampler"]
+    exploration = getattr(model, "exploration", None)
+    if "exploration" in state and exploration is not None:
+        exploration.rng.bit_generator.state = state["exploration"]["rng"]
+        mult = state["exploration"]["multiplier"]
+        if len(mult) == len(exploration.multiplier):  # same number of envs
+            exploration.multiplier[:] = mult
+    env, seed = getattr(model, "env", None), getattr(model, "seed", None)
+    if env is not None and seed is not None:
+        env.seed(int(seed) + int(model.num_timesteps))
+    return True
