@@ -62,6 +62,8 @@ def ppo_run(tmp_path_factory) -> Path:
         "3",
         "--num-threads",
         "1",
+        "-tb",
+        str(logs / "tb"),
         *TINY,
     )
     assert res.returncode == 0, res.stderr[-2000:]
@@ -90,6 +92,7 @@ def test_train_writes_rl_zoo_layout(ppo_run):
     np.testing.assert_array_equal(evals["timesteps"], [64, 128])
     assert evals["results"].shape == (2, 2)
     assert len(plot.read_monitor_files(run)) >= 2  # CountRecallEasy episodes are 51 steps: 2 envs x 64 steps
+    assert list((ppo_run / "tb" / ENV).glob("PPO_1/events.out.tfevents.*"))
 
 
 def test_continue_training_with_i(ppo_run, capsys):
