@@ -89,22 +89,35 @@ def attention_entropy(
 
     This is the entropy path of the SDPA backend: SDPA does not expose its softmax, so the scores are
     recomputed here. Peak extra memory is ``B * H * block * S`` floats instead of the full ``L x S`` matrix,
-    and nothing is kept for backward. It costs about one more ``q @ k^T`` (a third of the forward FLOPs).
+    and nothing is kept for backward. It costs about one more ``q @ k^T`` (a third of the forward FLOPs) plus
+    a few elementwise passes. Masked scores are set to -1e30 (finite, so ``p * log p`` is 0 there, not NaN);
+    with causal attention and end padding, a valid query never sees a padded key, so only the causal mask
+    (one ``L x S`` bias fused into the matmul) is applied and padded queries are zeroed at the end.
     """
     if block < 1:
         raise ValueError(f"block must be a positive number of queries, got {block!r}")
-    L, S = q.shape[-2], k.shape[-2]
-    scale = q.shape[-1] ** -0.5
-    kf = k.float()
-    mask = allowed_mask(L, S, lengths, causal, q.device)
-    ent = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)  # (B, H, L)
+    B, H, L, D = q.shape
+    S = k.shape[-2]
+    qf = q.reshape(B * H, L, D).float()  # (BH, L, D)
+    kt = k.reshape(B * H, S, D).float().transpose(1, 2)  # (BH, D, S)
+    bias = None
+    if causal:
+        bias = torch.zeros(L, S, device=q.device).masked_fill_(~allowed_mask(L, S, None, True, q.device)[0, 0], -1e30)
+    key_bad = None
+    if lengths is not None and not causal:
+        key_bad = (torch.arange(S, device=q.device)[None, :] >= lengths[:, None])[:, None, None, :]  # (B, 1, 1, S)
+    ent = torch.empty(B * H, L, dtype=torch.float32, device=q.device)
     for i in range(0, L, block):
-        s = (q[..., i : i + block, :].float() @ kf.transpose(-1, -2)) * scale  # (B, H, b, S)
-        if mask is not None:
-            s = s.masked_fill(~mask[..., i : i + block, :], float("-inf"))
+        j = min(i + block, L)
+        if bias is not None:
+            s = torch.baddbmm(bias[i:j], qf[:, i:j], kt, alpha=D**-0.5)  # (BH, b, S)
+        else:
+            s = torch.bmm(qf[:, i:j], kt).mul_(D**-0.5)
+        if key_bad is not None:
+            s = s.view(B, H, j - i, S).masked_fill_(key_bad, -1e30).view(B * H, j - i, S)
         logp = torch.log_softmax(s, -1)
-        e = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
-        ent[..., i : i + block] = e.nan_to_num(nan=0.0)  # rows without keys: 0
+        ent[:, i:j] = -(logp.exp() * logp).sum(-1)
+    ent = ent.view(B, H, L)
     if lengths is not None:
         ent = ent * _query_ok(L, lengths, q.device)
     return ent

@@ -436,4 +436,7 @@ def triton_attention(
     Returns:
         ``out (B, H, L, D)`` or ``(out, entropy)``.
     """
+    if max(q.numel(), k.numel(), v.numel()) >= 2**31:
+        raise ValueError(f"the Triton kernels index with int32: tensors need < 2**31 elements, got q {tuple(q.shape)}; "
+                         "split the batch")
     return _FlashAttention.apply(q, k, v, lengths, causal, return_entropy)
