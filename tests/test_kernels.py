@@ -237,6 +237,11 @@ def test_bad_inputs_raise_clear_errors():
         attention(q, q, q, lengths=torch.tensor([-1, 3]))
     with pytest.raises(ValueError, match=re.escape("lengths must have shape (2,)")):
         attention(q, q, q, lengths=torch.tensor([8]))
+    lens = torch.tensor([8, 3])
+    attention(q, q, q, lengths=lens)
+    lens[0] = 9  # modified in place after passing the check once: checked again
+    with pytest.raises(ValueError, match=re.escape("lengths must lie in [0, 8]")):
+        attention(q, q, q, lengths=lens)
     with pytest.raises(TypeError, match="lengths must hold integers"):
         attention(q, q, q, lengths=torch.tensor([8.0, 3.0]))
     kc = torch.randn(2, 2, 10, 16)

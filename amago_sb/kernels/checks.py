@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 __all__ = ["check_attention_inputs", "check_decode_inputs", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+# the last lengths tensor that passed the range check: id -> (weakref, (version, max_len), int32 copy)
+_last_checked: dict[int, tuple[weakref.ref, tuple[int, int], torch.Tensor]] = {}
 
 
 def _check_floats(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> None:
@@ -35,11 +39,17 @@ def _check_lengths(lengths: torch.Tensor, batch: int, max_len: int, device: torc
         raise ValueError(f"lengths must have shape ({batch},) (one length per sequence), got {tuple(lengths.shape)}")
     if lengths.device != device:
         raise ValueError(f"lengths is on {lengths.device} but the inputs are on {device}; move it with .to({device})")
-    if batch and bool(((lengths < 0) | (lengths > max_len)).any()):  # one host sync per call
+    cached = _last_checked.get(id(lengths))
+    if cached is not None and cached[0]() is lengths and cached[1] == (lengths._version, max_len):
+        return cached[2]  # the same unmodified tensor (e.g. every layer of one forward pass): no new host sync
+    if batch and bool(((lengths < 0) | (lengths > max_len)).any()):  # one host sync
         raise ValueError(
             f"lengths must lie in [0, {max_len}] ({what}), got min {int(lengths.min())} max {int(lengths.max())}"
         )
-    return lengths.to(torch.int32).contiguous()
+    lens32 = lengths.to(torch.int32).contiguous()
+    _last_checked.clear()
+    _last_checked[id(lengths)] = (weakref.ref(lengths), (lengths._version, max_len), lens32)
+    return lens32
 
 
 def check_attention_inputs(q, k, v, lengths) -> torch.Tensor | None:

@@ -99,7 +99,7 @@ def _attn_fwd(Q, K, V, O, LSE, ENT, LENGTHS, qk_scale,
               UPCAST: tl.constexpr):
     tl.static_assert(D_PAD >= HEAD_DIM)
     tl.static_assert(D_PAD >= 16)
-    start_m = tl.program_id(0) * BLOCK_M
+    start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M  # causal: longest rows launch first
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -286,7 +286,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, LENGTHS, sm_scale, qk_scale,
                  H, L, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """One program per (query tile, batch * head). DQ is contiguous (B, H, L, D)."""
-    start_m = tl.program_id(0) * BLOCK_M
+    start_m = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M  # causal: longest rows launch first
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H

@@ -59,7 +59,7 @@ def fwd_config(d_pad: int, elem: int, L: int, kernel: str = "fwd", interpret: bo
         bm, bn = _INTERPRET_TILES["fwd"]
         return dict(BLOCK_M=bm, BLOCK_N=bn)
     if elem >= 4:
-        bm, bn, warps = (32, 32, 4) if d_pad >= 128 else (64, 32, 4)
+        bm, bn, warps = (32, 32, 8) if d_pad >= 128 else (64, 32, 4)
     else:
         bm, bn, warps = 128, 64, 8
     bm, bn = _short(L, bm), _short(L, bn)
@@ -74,13 +74,14 @@ def bwd_config(d_pad: int, elem: int, L: int, kernel: str, interpret: bool = Fal
         return dict(BLOCK_M=bm, BLOCK_N=bn)
     if kernel == "dkdv":
         if elem >= 4:
-            (bm, bn), warps = ((16, 16) if d_pad >= 128 else (32, 32)), 4
+            bm, bn = (16, 16) if d_pad >= 128 else (16, 32) if d_pad >= 32 else (32, 32)
+            warps = 4
         else:
             (bm, bn), warps = ((32, 64) if d_pad >= 128 else (32, 128)), 8
         resident, streamed = 2 * bn * d_pad * elem, 2 * bm * d_pad * elem  # K, V resident; Q, dO streamed
     else:
         if elem >= 4:
-            (bm, bn), warps = ((32, 32) if d_pad >= 128 else (64, 32)), 4
+            (bm, bn), warps = ((16, 32) if d_pad >= 128 else (64, 32)), 4
         else:
             (bm, bn), warps = ((64, 32), 8) if d_pad >= 128 else ((128, 32), 4)
         resident, streamed = 2 * bm * d_pad * elem, 2 * bn * d_pad * elem  # Q, dO resident; K, V streamed
