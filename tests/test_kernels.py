@@ -253,3 +253,19 @@ def test_bad_inputs_raise_clear_errors():
         decode_attention(torch.randn(2, 2, 16), kc, kc, None)
     with pytest.raises(ValueError, match="num_splits must be a positive int"):
         decode_attention(torch.randn(2, 2, 16), kc, kc, torch.tensor([1, 2]), num_splits=0)
+
+
+def test_tile_configs_fit_and_shrink_for_short_sequences(monkeypatch):
+    from amago_sb.kernels import tuning
+
+    monkeypatch.setattr(tuning, "_budget", lambda: 99 * 1024)  # an sm86-class GPU
+    for elem in (2, 4):
+        for d_pad in (16, 32, 64, 128):
+            for kernel, cfg_fn in (("fwd", tuning.fwd_config), ("dkdv", tuning.bwd_config), ("dq", tuning.bwd_config)):
+                cfg = cfg_fn(d_pad, elem, 4096, kernel)
+                assert cfg["BLOCK_M"] >= 16 and cfg["BLOCK_N"] >= 16 and cfg["num_stages"] >= 1
+                short = cfg_fn(d_pad, elem, 20, kernel)
+                assert short["BLOCK_M"] <= 32 and short["BLOCK_N"] <= 32
+    # 128x64 fp16 tiles at head_dim 128 need 32 KiB per K/V stage: only one stage fits 99 KiB next to Q
+    assert tuning.fwd_config(128, 2, 4096)["num_stages"] < tuning.fwd_config(64, 2, 4096)["num_stages"]
+    assert len(tuning.attention_configs("fwd", 64)) > len(tuning.attention_configs("fwd", 128)) > 0

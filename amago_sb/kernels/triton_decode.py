@@ -15,6 +15,7 @@ Caution: tested on CPU through ``TRITON_INTERPRET=1`` and compiled ahead of time
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -96,11 +97,16 @@ def _decode_combine(O, M_PART, L_PART, ACC_PART, stride_ob, stride_oh, stride_od
     tl.store(O + b * stride_ob + h * stride_oh + offs_d * stride_od, out.to(O.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
 
+@functools.lru_cache(maxsize=16)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def default_num_splits(batch_heads: int, cache_len: int, device: torch.device) -> int:
     """Splits so that about two waves of programs cover the GPU, each chunk at least 128 cache entries."""
     if device.type != "cuda":
         return 1 if cache_len <= 64 else 2
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     want = triton.cdiv(2 * sms, max(batch_heads, 1))
     return int(max(1, min(want, triton.cdiv(cache_len, 128), 64)))
 
