@@ -1,0 +1,83 @@
+"""Training throughput of AMAGO on CPU, side by side with sb3-contrib's RecurrentPPO on the same env, in one run.
+
+Measures, for ``AMAGO("Transformer", env)`` with default settings:
+
+* acting: env steps/s of data collection alone (batched KV-cache policy + exploration + replay recording);
+* updates/s: gradient updates alone (sampling windows from the disk replay + loss + backward + AdamW + targets);
+* end-to-end: env steps/s of ``learn()`` with the default update ratio;
+
+and RecurrentPPO's (``MlpLstmPolicy``, default settings, same number of envs) end-to-end ``learn()`` env steps/s.
+
+    python bench/throughput.py [--env popgym-RepeatPreviousEasy-v0] [--steps 4096] [--updates 100] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+
+import wrappers
+from amago_sb import AMAGO
+
+
+def amago_numbers(env_id: str, steps: int, updates: int, n_envs: int) -> dict[str, float]:
+    model = AMAGO("Transformer", env_id, n_envs=n_envs, seed=0, gradient_steps=0, learning_starts=10**12)
+    model.learn(512)  # warm up, fill some replay
+    t0 = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    acting = steps / (time.perf_counter() - t0)
+    model.train(5, model.batch_size)
+    t0 = time.perf_counter()
+    model.train(updates, model.batch_size)
+    ups = updates / (time.perf_counter() - t0)
+    e2e_model = AMAGO("Transformer", env_id, n_envs=n_envs, seed=0, learning_starts=0)
+    e2e_model.learn(512)
+    t0 = time.perf_counter()
+    e2e_model.learn(steps, reset_num_timesteps=False)
+    e2e = steps / (time.perf_counter() - t0)
+    return {"acting": acting, "updates": ups, "e2e": e2e,
+            "ratio": e2e_model.gradient_steps / (e2e_model.train_freq * e2e_model.n_envs)}
+
+
+def recurrent_ppo_steps_per_s(env_id: str, steps: int, n_envs: int) -> float:
+    from sb3_contrib import RecurrentPPO
+
+    wrappers.register_all()
+    env = make_vec_env(lambda: gym.make(env_id, trajectory=False), n_envs=n_envs, seed=0)
+    model = RecurrentPPO("MlpLstmPolicy", env, seed=0, n_steps=128)
+    model.learn(n_envs * 128)  # warm up
+    t0 = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="popgym-RepeatPreviousEasy-v0")
+    p.add_argument("--steps", type=int, default=4096)
+    p.add_argument("--updates", type=int, default=100)
+    p.add_argument("--n-envs", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"# {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
+          f"{args.env}, {args.n_envs} envs, {time.strftime('%Y-%m-%d %H:%M')}")
+    a = amago_numbers(args.env, args.steps, args.updates, args.n_envs)
+    torch.set_num_threads(args.threads)
+    ppo = recurrent_ppo_steps_per_s(args.env, args.steps, args.n_envs)
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| AMAGO acting (env steps/s, collection only) | {a['acting']:.0f} |")
+    print(f"| AMAGO updates/s (batch 24 x context 64) | {a['updates']:.1f} |")
+    print(f"| AMAGO learn() end-to-end (env steps/s, {a['ratio']:.3f} updates per env step) | {a['e2e']:.0f} |")
+    print(f"| RecurrentPPO learn() end-to-end (env steps/s) | {ppo:.0f} |")
+    print(f"AMAGO / RecurrentPPO end-to-end env steps/s ratio: {a['e2e'] / ppo:.2f}")
+
+
+if __name__ == "__main__":
+    main()
