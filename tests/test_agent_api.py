@@ -48,7 +48,7 @@ class _ToyEnv(gym.Env):
 
 def test_learn_predict_evaluate_with_env_id_and_kv_cache_state():
     model = tiny()
-    model.learn(80)
+    model.learn(80, progress_bar=True)
     assert model._n_updates > 0 and model.replay.num_trajectories > 0
     env = model.get_env()
     assert wrappers.is_trajectory_space(env.observation_space) and env.num_envs == 2
