@@ -24,6 +24,7 @@ from which the learner knows how many env steps were collected (logging, optiona
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 import socket
 import time
@@ -272,8 +273,10 @@ class DistributedLearner:
         self.params = policy.trainable_parameters()
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         # every rank keeps identical buffers (synced statistics), so DDP need not broadcast them each forward
+        new_kw = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters  # renamed in torch 2.13
+        sync_kw = {"forward_sync_buffers": False} if new_kw else {"broadcast_buffers": False}
         self.ddp = DistributedDataParallel(_LossModule(policy, model.loss_config), device_ids=device_ids,
-                                           broadcast_buffers=False, find_unused_parameters=find_unused_parameters)
+                                           find_unused_parameters=find_unused_parameters, **sync_kw)
         from amago_sb.nonfinite import NonFiniteGuard
 
         self.guard = NonFiniteGuard(policy, policy.optimizer, getattr(model, "max_nonfinite_updates", 10))
