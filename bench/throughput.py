@@ -9,6 +9,10 @@ Measures, for ``AMAGO("Transformer", env)`` with default settings:
 and RecurrentPPO's (``MlpLstmPolicy``, default settings, same number of envs) end-to-end ``learn()`` env steps/s.
 
     python bench/throughput.py [--env popgym-RepeatPreviousEasy-v0] [--steps 4096] [--updates 100] [--threads 1]
+
+``--learning-run N`` instead trains ``AMAGO("Transformer", env)`` with default settings for ``N`` env steps, evaluates
+the deterministic policy every 2000 steps (24 episodes, separate env, not counted in the times) and prints env steps,
+wall time and process CPU time (= wall time on an idle core, since training uses one thread) at each evaluation.
 """
 
 from __future__ import annotations
@@ -56,6 +60,36 @@ def recurrent_ppo_steps_per_s(env_id: str, steps: int, n_envs: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+def learning_run(env_id: str, total: int, every: int = 2000, kwargs: dict | None = None) -> None:
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    eval_env = make_vec_env(lambda: wrappers.make_env(env_id), n_envs=8, seed=123)
+    clock = {"wall": 0.0, "cpu": 0.0, "t": time.perf_counter(), "c": time.process_time()}
+
+    class Eval(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next:
+                self.next += every
+                clock["wall"] += time.perf_counter() - clock["t"]
+                clock["cpu"] += time.process_time() - clock["c"]
+                mean, _ = evaluate_policy(self.model, eval_env, n_eval_episodes=24, deterministic=True)
+                print(f"| {self.num_timesteps} | {self.model._n_updates} | {clock['wall']:.1f} | {clock['cpu']:.1f} | "
+                      f"{mean:.3f} |", flush=True)
+                clock["t"], clock["c"] = time.perf_counter(), time.process_time()
+            return True
+
+    print("| env steps | updates | wall s | CPU s | eval return (deterministic, 24 episodes) |")
+    print("|---|---|---|---|---|")
+    model = AMAGO("Transformer", env_id, seed=0, **(kwargs or {}))
+    clock["t"], clock["c"] = time.perf_counter(), time.process_time()
+    model.learn(total, callback=Eval())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="popgym-RepeatPreviousEasy-v0")
@@ -63,8 +97,18 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=100)
     p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--learning-run", type=int, default=0, metavar="N")
+    p.add_argument("--kwargs", default="{}", help="JSON dict of AMAGO kwargs for --learning-run")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.learning_run:
+        import json
+        import os
+
+        print(f"# {platform.machine()}, load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}, "
+              f"{args.env}, kwargs {args.kwargs}")
+        learning_run(args.env, args.learning_run, kwargs=json.loads(args.kwargs))
+        return
     print(f"# {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
           f"{args.env}, {args.n_envs} envs, {time.strftime('%Y-%m-%d %H:%M')}")
     a = amago_numbers(args.env, args.steps, args.updates, args.n_envs)

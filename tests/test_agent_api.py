@@ -204,3 +204,16 @@ def test_nan_loss_stops_with_update_number():
         model.policy.critics.l3.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=rf"at update {model._n_updates + 1}\b"):
         model.train(1, 4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_learn_predict_and_reload_on_cpu(tmp_path):
+    model = tiny(device="cuda")
+    model.learn(64)
+    assert next(model.policy.parameters()).is_cuda
+    obs = model.get_env().reset()
+    a_gpu, _ = model.predict(obs, episode_start=np.ones(2, bool), deterministic=True)
+    model.save(tmp_path / "m.zip")
+    cpu = AMAGO.load(tmp_path / "m.zip", env=model.get_env(), device="cpu")
+    a_cpu, _ = cpu.predict(obs, episode_start=np.ones(2, bool), deterministic=True)
+    np.testing.assert_array_equal(a_gpu, a_cpu)
