@@ -10,7 +10,9 @@ rows); a step is a handful of vectorized writes over all envs. An env's trajecto
   ``chunk_len - overlap``), so with ``overlap >= context_len - 1`` every window of the episode lies inside a chunk;
 * ``flush()`` is called: the unfinished part is written as ``truncated`` (value bootstrapped, never a fake terminal)
   and recording goes on as after a chunk cut (a second flush without new steps writes nothing).
-  ``reset(obs)`` in the middle of episodes (a new ``VecEnv.reset()``) flushes them the same way first.
+  ``reset(obs)`` in the middle of episodes (a new ``VecEnv.reset()``) flushes them the same way first;
+* its env failed and was restarted (``infos[i]["env_fault"]``, :mod:`amago_sb.vec_env_faults`): the steps before the
+  failed one are written as ``truncated`` and the failed step (no real transition) is dropped.
 
 ``infos[i]["achieved"]`` (goal token rows ``(n_events, goal_len)`` or one row ``(goal_len,)``) is recorded into
 ``Trajectory.achieved`` ``(T, max_events, goal_len)``, padded with token 0.
@@ -127,6 +129,9 @@ class VecTrajectoryRecorder:
         written: list[Path] = []
         for i in np.flatnonzero(dones):
             info = infos[i]
+            if info.get("env_fault") is not None:  # env restarted after failing in this step (amago_sb.vec_env_faults)
+                written += self._cut_faulted(i, flat)
+                continue
             if "terminal_observation" not in info:
                 raise ValueError(f"infos[{i}] of a done env has no 'terminal_observation'; use an SB3 VecEnv "
                                  "(DummyVecEnv / SubprocVecEnv), which adds it on auto-reset.")
@@ -218,6 +223,15 @@ class VecTrajectoryRecorder:
             self.finished.append(traj)
             return []
         return [self.store.add(traj)]
+
+    def _cut_faulted(self, i: int, flat: dict[str, np.ndarray]) -> list[Path]:
+        """Env ``i`` failed during this step: write its steps before it as truncated, start over from ``flat[.][i]``."""
+        written = self._emit(i, int(self._t[i]), terminated=False, truncated=True) if self._t[i] > self._stored[i] else []
+        for k, v in flat.items():
+            self._obs[k][i, 0] = v[i]
+        self._t[i] = self._stored[i] = self._offset[i] = 0
+        self._has_achieved[i] = False
+        return written
 
     def _carry(self, i: int) -> None:
         """Keep the last ``overlap`` transitions of env ``i``'s chunk as the start of its next chunk."""

@@ -125,7 +125,7 @@ class TrajectoryStore:
             ) from e
         if not self.directory.is_dir():
             raise NotADirectoryError(f"Replay path {self.directory} exists and is not a directory.")
-        probe = self.directory / f".probe.{self._host}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        probe = self.directory / f".probe.{uuid.uuid4().hex[:8]}.{self._host}.{os.getpid()}.tmp"  # TMP_RE layout
         try:
             with open(probe, "wb") as f:
                 f.write(b"0")

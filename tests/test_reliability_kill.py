@@ -1,0 +1,149 @@
+"""SIGKILL a training process at random moments, resume it each time, and check that nothing stored is ever lost.
+
+The trainer is a forked child (a real process; forking skips re-importing torch) running ``AMAGO.learn`` on a tiny
+model and env, writing replay files and a checkpoint every 2 vector steps through ``AtomicCheckpointCallback``
+(keep last 3). Half of the kills are timed at random, half the moment a temp file (a checkpoint or replay file being
+written) appears. After each kill: the replay's trajectory count never drops, every replay file and checkpoint loads,
+checkpoint counters never decrease, and the next child resumes from the newest checkpoint with its counters.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+
+import wrappers
+from amago_sb import AMAGO
+from amago_sb.checkpoint import AtomicCheckpointCallback, CheckpointManager, validate_checkpoint
+from amago_sb.replay import TrajectoryStore
+
+TINY = dict(batch_size=4, context_len=8, train_freq=4, gradient_steps=2, learning_starts=16, n_envs=2,
+            policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2, head_hidden=16))
+ENV = "TMazePassive-v0"
+
+
+def _vec_env():
+    return make_vec_env(lambda: wrappers.make_env(ENV), n_envs=TINY["n_envs"])
+
+
+def _trainer(root: str) -> None:
+    """Resume from the newest valid checkpoint (or start), log the resumed counters, train until killed."""
+    torch.set_num_threads(1)
+    root_p = Path(root)
+    cb = AtomicCheckpointCallback(save_freq=2, save_path=root_p / "ckpt", keep_last=3)
+    latest = cb.manager.latest()
+    if latest is None:
+        model = AMAGO("Transformer", ENV, seed=0, replay_dir=str(root_p / "replay"), **TINY)
+    else:
+        model = AMAGO.load(latest, env=_vec_env(), replay_dir=str(root_p / "replay"))
+    with open(root_p / "resumed.log", "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "from": latest.name if latest else None,
+                            "num_timesteps": model.num_timesteps, "n_updates": model._n_updates}) + "\n")
+    model.learn(10**7, callback=cb, reset_num_timesteps=False)
+
+
+def _counters(ckpt: Path) -> tuple[int, int]:
+    with zipfile.ZipFile(ckpt) as z:
+        data = json.loads(z.read("data"))
+    return int(data["num_timesteps"]), int(data["_n_updates"])
+
+
+def _has_tmp(*dirs: Path) -> bool:
+    return any(n.endswith(".tmp") for d in dirs if d.is_dir() for n in os.listdir(d))
+
+
+def _kill_resume_rounds(tmp_path: Path, rounds: int, seed: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    ctx = mp.get_context("fork")
+    # warm up in this process (first model build and update: lazy imports, ~3 s) so that forked trainers start at once
+    AMAGO("Transformer", ENV, seed=0, replay_dir=str(tmp_path / "warmup"), **TINY).learn(40)
+    replay, ckpt = tmp_path / "replay", tmp_path / "ckpt"
+    prev_traj, prev_steps, prev_updates = 0, 0, 0
+    checked: set[str] = set()
+    stats = {"kills": 0, "targeted": 0, "tmp_left": 0, "orphans_removed": 0, "replay_files": 0, "files_lost": 0,
+             "resumed": 0}
+    for r in range(rounds):
+        proc = ctx.Process(target=_trainer, args=(str(tmp_path),), daemon=True)
+        proc.start()
+        if r % 2 == 1 and r > 2:  # targeted: the moment a write is in flight (once checkpoints are being written)
+            stats["targeted"] += 1
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and proc.is_alive() and not _has_tmp(ckpt, replay):
+                time.sleep(0.0005)
+        else:
+            time.sleep(rng.uniform(0.2, 1.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+        assert proc.exitcode == -signal.SIGKILL, f"round {r}: trainer exited with {proc.exitcode} before the kill"
+        stats["kills"] += 1
+        stats["tmp_left"] += _has_tmp(ckpt, replay)
+
+        # replay: opening it removes the dead writer's temp files; count never drops; every file loads
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a ReplayFileWarning (corrupt file) fails the test
+            store = TrajectoryStore(replay, max_steps=10**9) if replay.is_dir() else None
+            if store is not None:
+                assert not _has_tmp(replay), [n for n in os.listdir(replay) if n.endswith(".tmp")] + [proc.pid]
+                assert store.num_trajectories >= prev_traj, f"round {r}: replay shrank {prev_traj} -> {store.num_trajectories}"
+                for p in store.paths():
+                    if p.name not in checked:
+                        assert store.load(p) is not None
+                        checked.add(p.name)
+                prev_traj = store.num_trajectories
+            # checkpoints: every file in the directory is complete; counters of the newest never decrease
+            if ckpt.is_dir():
+                mgr = CheckpointManager(ckpt, keep_last=3)
+                stats["orphans_removed"] += len(mgr.removed_temp_files)
+                assert not _has_tmp(ckpt)
+                for p in mgr.checkpoints():
+                    validate_checkpoint(p)
+                latest = mgr.latest()
+                if latest is not None:
+                    steps, updates = _counters(latest)
+                    assert steps >= prev_steps and updates >= prev_updates, f"round {r}: counters went back"
+                    prev_steps, prev_updates = steps, updates
+        # the trainer of this round resumed from the newest checkpoint of the previous round, with its counters
+        logs = [json.loads(line) for line in (tmp_path / "resumed.log").read_text().splitlines()] \
+            if (tmp_path / "resumed.log").exists() else []
+        mine = [entry for entry in logs if entry["pid"] == proc.pid]
+        if mine and mine[0]["from"] is not None:
+            stats["resumed"] += 1
+            steps, updates = _counters(ckpt / mine[0]["from"]) if (ckpt / mine[0]["from"]).exists() else (None, None)
+            if steps is not None:
+                assert (mine[0]["num_timesteps"], mine[0]["n_updates"]) == (steps, updates)
+    stats["replay_files"] = prev_traj
+    stats["files_lost"] = len(checked - {p.name for p in TrajectoryStore(replay, max_steps=10**9).paths()})
+    # finally: the newest checkpoint resumes in this process and its counters go on from where they were
+    latest = CheckpointManager(ckpt).latest()
+    assert latest is not None, (sorted(os.listdir(ckpt)), stats)
+    model = AMAGO.load(latest, env=_vec_env(), replay_dir=str(replay))
+    assert model.num_timesteps == prev_steps and model.replay.num_trajectories == prev_traj
+    model.learn(8, reset_num_timesteps=False)
+    assert model.num_timesteps >= prev_steps + 8 and model._n_updates > prev_updates
+    return stats
+
+
+def test_sigkill_training_20_times_loses_nothing(tmp_path):
+    stats = _kill_resume_rounds(tmp_path, rounds=22, seed=0)
+    print("\nSIGKILL rounds:", stats)
+    assert stats["kills"] == 22 and stats["files_lost"] == 0
+    assert stats["resumed"] >= 15, stats  # most rounds got far enough to load the previous checkpoint
+    assert stats["tmp_left"] >= 1, stats  # some kills did land in the middle of a write
+
+
+@pytest.mark.slow
+def test_sigkill_training_100_times_loses_nothing(tmp_path):
+    stats = _kill_resume_rounds(tmp_path, rounds=100, seed=1)
+    print("\nSIGKILL rounds:", stats)
+    assert stats["kills"] == 100 and stats["files_lost"] == 0 and stats["tmp_left"] >= 5
