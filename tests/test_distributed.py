@@ -10,7 +10,7 @@ import traceback
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.logger import KVWriter, Logger
 
 from amago_sb import AMAGO
 from amago_sb.distributed import (
@@ -132,3 +132,73 @@ def test_two_gloo_ranks_match_one_process_on_the_same_windows(setup):
         torch.testing.assert_close(torch.from_numpy(state0[k]), v, rtol=1e-4, atol=1e-5, msg=k)
         moved += int(not torch.equal(v, start[k]))
     assert moved > 10  # the updates changed the weights (the comparison is not vacuous)
+
+
+def test_synced_statistics_equal_the_agents_modules_in_one_process():
+    """Without a process group the synced modules must update exactly like InputNorm / PopArt (guards against drift)."""
+    torch.manual_seed(0)
+    x, mask = torch.randn(3, 5, 4) * 3 + 1, torch.rand(3, 5) > 0.3
+    a, b = InputNorm(4), InputNorm(4)
+    b.__class__ = _SyncedInputNorm
+    y, ym = torch.randn(3, 5, 1, 2) * 4 - 2, (torch.rand(3, 5) > 0.2)[..., None, None]
+    p, q = PopArt(2), PopArt(2)
+    q.__class__ = _SyncedPopArt
+    for _ in range(3):
+        a.update(x, mask), b.update(x, mask)
+        p.update_stats(y, ym), q.update_stats(y, ym)
+    for m1, m2 in ((a, b), (p, q)):
+        for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+            torch.testing.assert_close(v1, v2, rtol=1e-6, atol=1e-6, msg=k)
+    model_policy = torch.nn.Sequential(InputNorm(3), torch.nn.Sequential(PopArt(2)), torch.nn.Linear(2, 2))
+    assert sync_running_stats(model_policy) == 2
+    assert type(model_policy[0]) is _SyncedInputNorm and type(model_policy[1][0]) is _SyncedPopArt
+    assert list(model_policy.state_dict()) == ["0.mu", "0.nu", "0.count", "1.0.mu", "1.0.nu", "1.0.w", "1.0.b", "1.0.count",
+                                               "2.weight", "2.bias"]  # checkpoints keep the agent's keys
+
+
+def test_one_rank_bf16_learner_logs_and_waits(setup, tmp_path):
+    tmp, _ = setup
+    model = AMAGO.load(tmp / "init.zip", device="cpu", replay_dir=str(tmp / "replay"))
+    dumps = []
+
+    class Capture(KVWriter):
+        def write(self, key_values, key_excluded, step=0):
+            dumps.append(dict(key_values))
+
+    model.set_logger(Logger(None, [Capture()]))
+    ctx = init_distributed("gloo", "cpu")
+    try:
+        assert (ctx.rank, ctx.world_size, ctx.device.type) == (0, 1, "cpu") and ctx.is_main
+        learner = DistributedLearner(model, ctx, seed=1, bf16=True)
+        before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+        summary = learner.learn(3, checkpoint_path=tmp_path / "ckpt" / "latest.zip", save_interval=2, log_interval=2,
+                                learning_starts=10)
+        assert summary["updates"] == 3 and model._n_updates == 3 and summary["skipped"] == 0
+        assert any(not torch.equal(v, model.policy.state_dict()[k]) for k, v in before.items())
+        assert len(dumps) == 2  # log points at updates 2 and 3
+        assert np.isfinite(dumps[-1]["train/critic_loss"]) and dumps[-1]["time/updates_per_s"] > 0
+        assert dumps[-1]["train/n_updates"] == 3 and dumps[-1]["dist/world_size"] == 1
+        loaded = AMAGO.load(tmp_path / "ckpt" / "latest.zip", device="cpu", replay_dir=str(tmp_path / "r2"))
+        assert loaded._n_updates == 3  # rank 0 saved the final state
+        # an empty replay: the learner waits, then says what to do
+        empty = DistributedLearner(AMAGO.load(tmp / "init.zip", device="cpu", replay_dir=str(tmp_path / "empty")), ctx,
+                                   replay_dir=tmp_path / "empty")
+        with pytest.raises(TimeoutError, match="Start collectors"):
+            empty.wait_for_data(1, timeout_s=0.2, poll_s=0.05)
+        with pytest.raises(ValueError, match="n_updates and log_interval must be >= 1"):
+            learner.learn(0)
+    finally:
+        cleanup_distributed()
+
+
+def test_bad_setup_is_rejected(setup):
+    tmp, _ = setup
+    with pytest.raises(ValueError, match="backend must be 'gloo'"):
+        init_distributed("mpi")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=re.escape("backend 'nccl' needs CUDA GPUs")):
+            init_distributed("nccl")
+    model = AMAGO.load(tmp / "init.zip", device="cpu", replay_dir=str(tmp / "replay"))
+    with pytest.raises(RuntimeError, match="needs a process group"):
+        DistributedLearner(model, None)
+    assert rank_seed(0, 0) != rank_seed(0, 1) and rank_seed(3, 1) == rank_seed(3, 1)
