@@ -66,6 +66,7 @@ def test_repeat_previous_easy_default_settings_reach_095_within_20k_steps():
     model = AMAGO("Transformer", "popgym-RepeatPreviousEasy-v0", seed=0)
     model.learn(20_000)
     mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=24, deterministic=True)
+    print("RepeatPreviousEasy eval return", mean)
     assert mean >= 0.95
 
 
@@ -76,6 +77,7 @@ def test_count_recall_easy_transformer_clearly_beats_ff():
         model = AMAGO(policy, "popgym-CountRecallEasy-v0", seed=0)
         model.learn(40_000)
         returns[policy], _ = evaluate_policy(model, model.get_env(), n_eval_episodes=24, deterministic=True)
+    print("CountRecallEasy eval returns", returns)
     assert returns["Transformer"] > returns["FF"] + 0.2, returns
 
 
@@ -84,6 +86,7 @@ def test_box_action_recall():
     model = AMAGO("Transformer", _cue_env(box=True), seed=0, **SMALL)
     model.learn(6000)
     mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=40, deterministic=True)
+    print("Box recall eval return", mean)
     assert mean >= 0.85  # chance (no memory) is 0.5
 
 
@@ -104,6 +107,7 @@ def test_meta_rl_return_rises_across_trial_episodes():
             per_episode[min(idx[i], 2)].append(rew[i])
             idx[i] = 0 if start[i] else info.get("trial_episode", idx[i])
     first, last = np.mean(per_episode[0]), np.mean(per_episode[2])
+    print("MetaBanditTrial mean reward per pull, inner episodes 0/1/2:", [np.mean(per_episode[i]) for i in range(3)])
     assert last > first + 0.05, (first, last)
 
 
@@ -115,4 +119,5 @@ def test_goal_grid_relabeling_helps():
         model = AMAGO("Transformer", env, seed=0, relabel=relabel)
         model.learn(40_000)
         scores[relabel], _ = evaluate_policy(model, model.get_env(), n_eval_episodes=40, deterministic=True)
+    print("GoalGridInstruction eval return (goals reached) with / without relabel:", scores)
     assert scores[True] > scores[False] + 0.2, scores
