@@ -123,6 +123,28 @@ def _sdpa_unmasked_decode(q, kc, vc):
     return F.scaled_dot_product_attention(q[:, :, None], kc, vc)
 
 
+def _truth(q, k, v, lens, do):
+    """float32 SDPA output, entropy and gradients: what every method's error is measured against."""
+    qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
+    with attention_backend("sdpa"):
+        out, ent = amago_attention(qf, kf, vf, lens, return_entropy=True)
+    grads = torch.autograd.grad(out, (qf, kf, vf), do.float())
+    return (out.detach(), ent), grads
+
+
+def _errors(fn, q, k, v, lens, want_ent, do, truth, truth_grads) -> dict:
+    """Max abs error of the output (and entropy) and max abs gradient error relative to the largest gradient."""
+    out = fn(q, k, v, lens, want_ent)
+    ent = out[1] if isinstance(out, tuple) else None
+    out = out[0] if isinstance(out, tuple) else out
+    grads = torch.autograd.grad(out, (q, k, v), do)
+    err = dict(out_err=(out.float() - truth[0]).abs().max().item())
+    if ent is not None:
+        err["ent_err"] = (ent.float() - truth[1]).abs().max().item()
+    err["grad_rel_err"] = max(((g.float() - t).abs().max() / t.abs().max()).item() for g, t in zip(grads, truth_grads))
+    return err
+
+
 def bench_training(device, dtype, shapes, ragged_opts=(False, True)) -> list[dict]:
     rows = []
     for B, H, L, D in shapes:
@@ -131,6 +153,7 @@ def bench_training(device, dtype, shapes, ragged_opts=(False, True)) -> list[dic
             flops = _useful_flops(lens, H, D)
             q, k, v = (torch.randn(B, H, L, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
             do = torch.randn(B, H, L, D, device=device, dtype=dtype)
+            truth, truth_grads = _truth(q, k, v, lens, do)
             for name, fn in _methods(device).items():
                 for want_ent in ((False, True) if name in ("triton", "amago-sdpa") else (False,)):
                     if name == "reference" and B * H * L * L * 4 * 6 > 8e9:
@@ -143,6 +166,7 @@ def bench_training(device, dtype, shapes, ragged_opts=(False, True)) -> list[dic
                         ms_fb = _time_ms(fwd_bwd, device)
                         row.update(fwd_ms=ms_f, fwdbwd_ms=ms_fb, fwd_tflops=flops / ms_f / 1e9,
                                    fwdbwd_tflops=3.5 * flops / ms_fb / 1e9)
+                        row.update(_errors(fn, q, k, v, lens, want_ent, do, truth, truth_grads))
                     except Exception as exc:  # one unsupported method must not stop the run
                         row.update(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}")
                     rows.append(row)
@@ -257,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     out = [header]
     train = bench_training(device, dtype, train_shapes)
-    t = _table(train, ["B", "H", "L", "D", "ragged", "method", "fwd_ms", "fwd_tflops", "fwdbwd_ms", "fwdbwd_tflops"])
+    t = _table(train, ["B", "H", "L", "D", "ragged", "method", "fwd_ms", "fwd_tflops", "fwdbwd_ms", "fwdbwd_tflops",
+                       "out_err", "ent_err", "grad_rel_err"])
     print("## training (causal)\n\n" + t + "\n", flush=True)
     out.append("## training (causal)\n\n" + t + "\n")
     dec = bench_decode(device, dtype, decode_shapes)

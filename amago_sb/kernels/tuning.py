@@ -81,9 +81,9 @@ def bwd_config(d_pad: int, elem: int, L: int, kernel: str, interpret: bool = Fal
         resident, streamed = 2 * bn * d_pad * elem, 2 * bm * d_pad * elem  # K, V resident; Q, dO streamed
     else:
         if elem >= 4:
-            (bm, bn), warps = ((16, 32) if d_pad >= 128 else (64, 32)), 4
+            (bm, bn), warps = ((16, 32) if d_pad >= 128 else (32, 32) if d_pad >= 64 else (64, 32)), 4
         else:
-            (bm, bn), warps = ((64, 32), 8) if d_pad >= 128 else ((128, 32), 4)
+            (bm, bn), warps = ((64, 32) if d_pad >= 128 else (128, 32)), 8
         resident, streamed = 2 * bm * d_pad * elem, 2 * bn * d_pad * elem  # Q, dO resident; K, V streamed
     bm, bn = _short(L, bm), _short(L, bn)
     stages = _fit_stages(streamed, resident, 3)
