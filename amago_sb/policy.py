@@ -176,6 +176,9 @@ class AMAGOPolicy(BasePolicy):
                 raise ValueError(f"Observation is missing key {key!r} of the policy's observation space "
                                  f"(got {sorted(flat)}); was the model trained on a different env?")
             arr = np.asarray(flat[key])
+            shape = self.leaves[key].shape
+            if len(shape) == 3 and arr.shape[-3:] != shape and arr.shape[-3:] == (shape[1], shape[2], shape[0]):
+                arr = np.moveaxis(arr, -1, -3)  # channel-last image from an env that VecTransposeImage did not wrap
             if not vectorized:
                 arr = arr[None]
             out[key] = torch.as_tensor(arr, device=self.device)

@@ -136,6 +136,9 @@ def test_box_actions_and_images():
     obs = model.get_env().reset()
     a, _ = model.predict(obs)
     assert a.shape == (1, 2) and np.all(np.abs(a) <= 2)
+    single = wrappers.make_env(_ToyEnv(obs="image", act="box"))  # channel-last, not transposed by SB3
+    a1, _ = model.predict(single.reset(seed=0)[0])
+    assert a1.shape == (2,)
 
 
 def test_multidiscrete_actions():
