@@ -321,17 +321,19 @@ class AMAGO(BaseAlgorithm):
             env_action = policy.spec.to_env(action)
             new_obs, rewards, dones, infos = env.step(env_action)
             self.num_timesteps += env.num_envs
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(infos, dones)
+            # record and advance the contexts before callbacks run, so a callback that stops training leaves the
+            # recorder, the KV caches and _last_obs consistent for a later learn(reset_num_timesteps=False)
             self.recorder.step(env_action, rewards, dones, infos, new_obs)
             if dones.any():
                 self._act_state.reset(torch.as_tensor(dones, device=self.device))
                 self.exploration.new_episodes(dones)
                 self._episode_num += int(dones.sum())
             self._last_obs, self._last_episode_starts = new_obs, dones
+            self._update_info_buffer(infos, dones)
             self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
             if self._log_interval and self._episode_num - self._episodes_logged >= self._log_interval:
                 self._episodes_logged = self._episode_num
                 self._dump_logs()

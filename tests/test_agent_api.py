@@ -220,3 +220,20 @@ def test_cuda_learn_predict_and_reload_on_cpu(tmp_path):
     cpu = AMAGO.load(tmp_path / "m.zip", env=model.get_env(), device="cpu")
     a_cpu, _ = cpu.predict(obs, episode_start=np.ones(2, bool), deterministic=True)
     np.testing.assert_array_equal(a_gpu, a_cpu)
+
+
+def test_callback_stop_then_resume_keeps_recorder_consistent():
+    from stable_baselines3.common.callbacks import StopTrainingOnMaxEpisodes
+
+    model = tiny()
+    model.learn(10_000, callback=StopTrainingOnMaxEpisodes(max_episodes=3))
+    stopped_at = model.num_timesteps
+    assert stopped_at < 10_000
+    model.learn(40, reset_num_timesteps=False)
+    assert model.num_timesteps >= stopped_at + 40
+    model.recorder.flush()
+    # no step was lost around the stop: the normalized time advances by exactly one step per stored row
+    for path in model.replay.paths():
+        traj = model.replay.load(path)
+        steps = np.diff(traj.observations["time"][:, 0])
+        np.testing.assert_allclose(steps, steps[0], atol=1e-6)
