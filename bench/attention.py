@@ -21,7 +21,6 @@ import datetime
 import functools
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +36,8 @@ from amago_sb.kernels import attention_backend, attention_entropy, attention_ref
 
 
 def _time_ms(fn: Callable[[], object], device: torch.device, min_time: float = 0.2, reps: int = 30) -> float:
-    """Median milliseconds per call (CUDA: triton.testing.do_bench; CPU: wall clock)."""
+    """Milliseconds per call: CUDA median (triton.testing.do_bench); CPU best of up to ``reps`` wall-clock runs
+    (the minimum is the least disturbed by other processes on a shared machine)."""
     if device.type == "cuda":
         import triton.testing
 
@@ -49,7 +49,7 @@ def _time_ms(fn: Callable[[], object], device: torch.device, min_time: float = 0
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * min(times)
 
 
 def _lengths(B: int, L: int, ragged: bool, device: torch.device) -> torch.Tensor:

@@ -115,8 +115,8 @@ def attention_entropy(
             s = torch.bmm(qf[:, i:j], kt).mul_(D**-0.5)
         if key_bad is not None:
             s = s.view(B, H, j - i, S).masked_fill_(key_bad, -1e30).view(B * H, j - i, S)
-        logp = torch.log_softmax(s, -1)
-        ent[:, i:j] = -(logp.exp() * logp).sum(-1)
+        # softmax and log_softmax separately: torch's exp of far-out-of-range inputs (-1e30) takes a slow path
+        ent[:, i:j] = -torch.linalg.vecdot(torch.softmax(s, -1), torch.log_softmax(s, -1))
     ent = ent.view(B, H, L)
     if lengths is not None:
         ent = ent * _query_ok(L, lengths, q.device)
