@@ -2,9 +2,10 @@
 
 The trainer is a forked child (a real process; forking skips re-importing torch) running ``AMAGO.learn`` on a tiny
 model and env, writing replay files and a checkpoint every 2 vector steps through ``AtomicCheckpointCallback``
-(keep last 3). Half of the kills are timed at random, half the moment a temp file (a checkpoint or replay file being
-written) appears. After each kill: the replay's trajectory count never drops, every replay file and checkpoint loads,
-checkpoint counters never decrease, and the next child resumes from the newest checkpoint with its counters.
+(keep last 3). Half of the kills come after a random delay; the other half after a random delay *and* the moment a
+temp file (a checkpoint or replay file being written) appears. After each kill: the replay's trajectory count never
+drops, every replay file and checkpoint loads, checkpoint counters never decrease, and the next child resumes from
+the newest checkpoint with its counters.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def _kill_resume_rounds(tmp_path: Path, rounds: int, seed: int) -> dict[str, int
     for r in range(rounds):
         proc = ctx.Process(target=_trainer, args=(str(tmp_path),), daemon=True)
         proc.start()
-        if r % 2 == 1 and r > 2:  # targeted: the moment a write is in flight (once checkpoints are being written)
+        if r % 2 == 1 and r > 2:  # targeted: after a random delay, the moment a write is in flight
             stats["targeted"] += 1
+            time.sleep(rng.uniform(0.1, 1.0))
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline and proc.is_alive() and not _has_tmp(ckpt, replay):
                 time.sleep(0.0005)
@@ -122,7 +124,7 @@ def _kill_resume_rounds(tmp_path: Path, rounds: int, seed: int) -> dict[str, int
             steps, updates = _counters(ckpt / mine[0]["from"]) if (ckpt / mine[0]["from"]).exists() else (None, None)
             if steps is not None:
                 assert (mine[0]["num_timesteps"], mine[0]["n_updates"]) == (steps, updates)
-    stats["replay_files"] = prev_traj
+    stats["replay_files"], stats["final_num_timesteps"], stats["final_n_updates"] = prev_traj, prev_steps, prev_updates
     stats["files_lost"] = len(checked - {p.name for p in TrajectoryStore(replay, max_steps=10**9).paths()})
     # finally: the newest checkpoint resumes in this process and its counters go on from where they were
     latest = CheckpointManager(ckpt).latest()
