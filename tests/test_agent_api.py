@@ -237,3 +237,14 @@ def test_callback_stop_then_resume_keeps_recorder_consistent():
         traj = model.replay.load(path)
         steps = np.diff(traj.observations["time"][:, 0])
         np.testing.assert_allclose(steps, steps[0], atol=1e-6)
+
+
+def test_same_seed_same_training():
+    from amago_sb import GRUPolicy
+
+    params = []
+    for _ in range(2):
+        model = tiny(GRUPolicy)  # a policy class works as well as an alias
+        model.learn(48)
+        params.append(torch.cat([p.detach().flatten() for p in model.policy.parameters()]))
+    torch.testing.assert_close(params[0], params[1])
