@@ -1,10 +1,11 @@
 """Progress files of collector processes: ``<replay_dir>/collectors/<collector_id>.json``, one per collector.
 
 ``python -m zoo.collect`` rewrites its file every few seconds (atomically: temp file then ``os.replace``) with what it
-has done: ``env_steps``, ``episodes``, ``files_written``, ``steps_written``, ``env_steps_per_s``, the checkpoint it acts
-with (``checkpoint``, ``policy_updates``, ``reloads``), ``pid``, ``host``, ``finished``. The learner
-(:mod:`amago_sb.distributed`) sums ``env_steps`` for logging and for its optional update-to-data throttle. The replay
-store only lists ``*.npz`` files at the top of the directory, so the ``collectors/`` folder does not disturb it.
+has done: ``env_steps``, ``episodes``, ``files_written``, ``steps_written``, ``env_steps_per_s``, ``cpu_s`` (CPU
+seconds of its main process), ``ep_rew_mean``, the checkpoint it acts with (``checkpoint``, ``policy_updates``,
+``reloads``), ``seed``, ``pid``, ``host``, ``finished``. The learner (:mod:`amago_sb.distributed`) sums
+``env_steps`` for logging and for its optional update-to-data throttle. The replay store only lists ``*.npz`` files
+at the top of the directory, so the ``collectors/`` folder does not disturb it.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ class Collector:
                 "steps_written": store.steps_written, "env_steps_per_s": self.env_steps / elapsed,
                 "ep_rew_mean": float(safe_mean(ep)) if ep else None, "checkpoint": self.ckpt_key[0] if self.ckpt_key else None,
                 "policy_updates": self.policy_updates, "reloads": self.reloads, "seed": self.seed,
-                "elapsed_s": elapsed, "finished": finished}
+                "elapsed_s": elapsed, "cpu_s": time.process_time() - self.cpu0, "finished": finished}
 
     def _log(self, msg: str) -> None:
         if self.args.verbose:
@@ -239,7 +239,7 @@ class Collector:
         collector = self
         try:
             self.model = self._load(env)
-            self.t0 = time.monotonic()
+            self.t0, self.cpu0 = time.monotonic(), time.process_time()
             next_reload, next_status = self.t0 + self.args.reload_interval, self.t0
             deadline = self.t0 + self.args.duration if self.args.duration > 0 else float("inf")
 
