@@ -22,6 +22,8 @@ import json
 import os
 import random
 import re
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -273,29 +275,50 @@ class AtomicCheckpointCallback(BaseCallback):
         save_path: checkpoint directory.
         name_prefix, keep_last: see :class:`CheckpointManager`.
         save_on_end: also save when ``learn`` returns.
+        stop_signals: signals (e.g. ``(signal.SIGTERM,)``, what a cluster scheduler sends before preempting a job) on
+            which the run saves a checkpoint at the next step and stops ``learn`` normally (the recorder then writes
+            unfinished episodes as truncated). Handlers are installed for the duration of ``learn`` only, from the
+            main thread; empty (default): signals keep their usual effect.
     """
 
     def __init__(self, save_freq: int, save_path: str | os.PathLike, name_prefix: str = "amago",
-                 keep_last: int | None = 3, save_on_end: bool = True, verbose: int = 0) -> None:
+                 keep_last: int | None = 3, save_on_end: bool = True, stop_signals: tuple[int, ...] = (),
+                 verbose: int = 0) -> None:
         super().__init__(verbose)
         if save_freq < 1:
             raise ValueError(f"save_freq must be >= 1 (callback calls between checkpoints), got {save_freq}.")
-        self.save_freq, self.save_on_end = int(save_freq), save_on_end
+        self.save_freq, self.save_on_end, self.stop_signals = int(save_freq), save_on_end, tuple(stop_signals)
         self.manager = CheckpointManager(save_path, name_prefix, keep_last)
         self.last_path: Path | None = None
+        self.stopped_by: int | None = None  # the signal that stopped the last learn() call
+        self._saved_at: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
 
     def _save(self) -> None:
         self.last_path = self.manager.save(self.model)
+        self._saved_at = self.model.num_timesteps
         if self.verbose >= 2:
             print(f"Saving model checkpoint to {self.last_path}")
 
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopped_by = signum
+
+    def _on_training_start(self) -> None:
+        self.stopped_by = None
+        if self.stop_signals and threading.current_thread() is threading.main_thread():
+            for sig in self.stop_signals:
+                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
     def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
+        if self.n_calls % self.save_freq == 0 or self.stopped_by is not None:
             self._save()
-        return True
+        return self.stopped_by is None
 
     def _on_training_end(self) -> None:
-        if self.save_on_end:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
+        if self.save_on_end and self._saved_at != self.model.num_timesteps:
             self._save()
 
 

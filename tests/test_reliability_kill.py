@@ -149,3 +149,32 @@ def test_sigkill_training_100_times_loses_nothing(tmp_path):
     stats = _kill_resume_rounds(tmp_path, rounds=100, seed=1)
     print("\nSIGKILL rounds:", stats)
     assert stats["kills"] == 100 and stats["files_lost"] == 0 and stats["tmp_left"] >= 5
+
+
+def _preemptible_trainer(root: str) -> None:
+    torch.set_num_threads(1)
+    cb = AtomicCheckpointCallback(save_freq=10**6, save_path=Path(root) / "ckpt", stop_signals=(signal.SIGTERM,))
+    model = AMAGO("Transformer", ENV, seed=0, replay_dir=str(Path(root) / "replay"), **TINY)
+    (Path(root) / "started").touch()
+    model.learn(10**7, callback=cb)
+    (Path(root) / "stopped").write_text(json.dumps({"signal": cb.stopped_by, "num_timesteps": model.num_timesteps,
+                                                    "checkpoint": cb.last_path.name}))
+
+
+def test_sigterm_saves_a_checkpoint_and_stops_cleanly(tmp_path):
+    AMAGO("Transformer", ENV, seed=0, replay_dir=str(tmp_path / "warmup"), **TINY).learn(8)  # warm up before forking
+    proc = mp.get_context("fork").Process(target=_preemptible_trainer, args=(str(tmp_path),), daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(30)
+    assert proc.exitcode == 0  # stopped by the callback, not killed by the signal
+    info = json.loads((tmp_path / "stopped").read_text())
+    assert info["signal"] == signal.SIGTERM and info["num_timesteps"] > 0
+    latest = CheckpointManager(tmp_path / "ckpt").latest()
+    assert latest.name == info["checkpoint"] == f"amago_{info['num_timesteps']}_steps.zip"
+    assert _counters(latest)[0] == info["num_timesteps"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # this process's handler untouched
