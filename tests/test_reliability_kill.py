@@ -140,7 +140,7 @@ def test_sigkill_training_20_times_loses_nothing(tmp_path):
     stats = _kill_resume_rounds(tmp_path, rounds=22, seed=0)
     print("\nSIGKILL rounds:", stats)
     assert stats["kills"] == 22 and stats["files_lost"] == 0
-    assert stats["resumed"] >= 15, stats  # most rounds got far enough to load the previous checkpoint
+    assert stats["resumed"] >= 11, stats  # most rounds got far enough to load the previous checkpoint (19-21 seen)
     assert stats["tmp_left"] >= 1, stats  # some kills did land in the middle of a write
 
 
