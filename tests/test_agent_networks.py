@@ -194,3 +194,26 @@ def test_exploration_anneals_and_respects_bounds():
     assert np.abs(box(np.full((2, 2), 0.99, np.float32), 0)).max() <= 1.0
     with pytest.raises(ValueError, match="exploration levels"):
         EpisodicExploration(spec, 1, eps_start=2.0)
+
+
+@pytest.mark.parametrize("box", [False, True])
+def test_critic_ensemble_members_are_independent_mlps(box):
+    torch.manual_seed(0)
+    spec = ActionSpec(spaces.Box(-1, 1, (2,)) if box else spaces.Discrete(3))
+    gammas = torch.tensor([0.9, 0.99])
+    critic = CriticEnsemble(4, spec, gammas, n_critics=3, d_hidden=8)
+    s = torch.randn(2, 5, 4)
+    a = torch.randn(2, 5, 2, 2) if box else None
+    q = critic(s, a)
+    for c in range(3):
+        def layer(x, lin):
+            return x @ lin.weight[c] + lin.bias[c]
+        if box:
+            x = torch.cat([s.unsqueeze(-2).expand(2, 5, 2, 4), a, critic.gamma_feat.expand(2, 5, 2, 1)], -1)
+        else:
+            x = s
+        h = torch.nn.functional.leaky_relu(layer(x, critic.l1))
+        h = torch.nn.functional.leaky_relu(layer(h, critic.l2))
+        ref = layer(h, critic.l3)
+        ref = ref[..., 0] if box else ref.reshape(2, 5, 2, 3)
+        torch.testing.assert_close(q[:, :, c], ref, atol=1e-5, rtol=1e-4)

@@ -50,22 +50,25 @@ class CriticEnsemble(nn.Module):
         self.l3 = EnsembleLinear(n_critics, d_hidden, d_out)
 
     def _mlp(self, x: torch.Tensor, detach_params: bool) -> torch.Tensor:
-        h = F.leaky_relu(self.l1(x, detach_params))
-        h = F.leaky_relu(self.l2(h, detach_params))
-        return self.l3(h, detach_params)
+        """``(N, d_in)`` shared input -> ``(C, N, d_out)``."""
+        h = F.leaky_relu(self.l1.shared(x, detach_params))  # (C, N, H)
+        h = F.leaky_relu(self.l2(h, detach_params))  # (C, N, H)
+        return self.l3(h, detach_params)  # (C, N, d_out)
 
     def forward(self, s: torch.Tensor, a: torch.Tensor | None = None, detach_params: bool = False) -> torch.Tensor:
+        lead = s.shape[:-1]
+        C = self.n_critics
         if self.spec.discrete:
-            x = s.unsqueeze(-2).expand(*s.shape[:-1], self.n_critics, s.shape[-1])  # (..., C, D)
-            return self._mlp(x, detach_params).unflatten(-1, (self.n_gammas, self.spec.n))  # (..., C, G, A)
+            q = self._mlp(s.reshape(-1, s.shape[-1]), detach_params)  # (C, N, G * A)
+            return q.transpose(0, 1).reshape(*lead, C, self.n_gammas, self.spec.n)  # (..., C, G, A)
         if a is None:
             raise ValueError("CriticEnsemble needs the action for non-Discrete action spaces.")
         G = self.n_gammas
-        s_g = s.unsqueeze(-2).expand(*s.shape[:-1], G, s.shape[-1])  # (..., G, D)
-        feat = self.gamma_feat.expand(*s.shape[:-1], G, 1)  # (..., G, 1)
+        s_g = s.unsqueeze(-2).expand(*lead, G, s.shape[-1])  # (..., G, D)
+        feat = self.gamma_feat.expand(*lead, G, 1)  # (..., G, 1)
         x = torch.cat([s_g, a, feat], dim=-1)  # (..., G, D + A_in + 1)
-        x = x.unsqueeze(-2).expand(*x.shape[:-1], self.n_critics, x.shape[-1])  # (..., G, C, d)
-        return self._mlp(x, detach_params)[..., 0].transpose(-1, -2)  # (..., C, G)
+        q = self._mlp(x.reshape(-1, x.shape[-1]), detach_params)  # (C, N * G, 1)
+        return q.reshape(C, *lead, G).movedim(0, -2)  # (..., C, G)
 
 
 class PopArt(nn.Module):

@@ -105,7 +105,7 @@ class SigmaReparamLinear(nn.Module):
         """``gamma / sigma * W`` ``(out, in)``; differentiable w.r.t. ``weight`` and ``gamma``."""
         if self.training:
             self._power_step()
-        sigma = torch.einsum("o,oi,i->", self.u, self.weight, self.v)
+        sigma = torch.dot(self.u, torch.mv(self.weight, self.v))  # u^T W v
         return self.weight * (self.gamma / sigma)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,8 +141,9 @@ class MLP(nn.Module):
 
 
 class EnsembleLinear(nn.Module):
-    """``C`` independent linear layers applied by one batched einsum: ``(..., C, in)`` -> ``(..., C, out)``.
+    """``C`` independent linear layers in one batched matmul: ``(C, N, in)`` -> ``(C, N, out)``.
 
+    ``shared(x)`` feeds one input ``(N, in)`` to every member with a single ``(N, in) @ (in, C * out)`` matmul.
     ``detach_params=True`` runs the layer with detached weights: used by the actor's ``-Q`` term so that the actor
     loss cannot train the critics (gradients still flow into the input, i.e. the action).
     """
@@ -153,6 +154,16 @@ class EnsembleLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, d_in, d_out).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n, d_out).uniform_(-bound, bound))
 
+    def _params(self, detach_params: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
+
     def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
-        w, b = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
-        return torch.einsum("...ci,cio->...co", x, w) + b
+        w, b = self._params(detach_params)
+        return torch.baddbmm(b.unsqueeze(1), x, w)  # (C, N, out)
+
+    def shared(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        """Same input for all members: ``(N, in)`` -> ``(C, N, out)``."""
+        w, b = self._params(detach_params)
+        C, d_in, d_out = w.shape
+        y = torch.addmm(b.reshape(-1), x, w.permute(1, 0, 2).reshape(d_in, C * d_out))  # (N, C * out)
+        return y.view(-1, C, d_out).transpose(0, 1)  # (C, N, out)
