@@ -206,7 +206,7 @@ def test_critic_ensemble_members_are_independent_mlps(box):
     a = torch.randn(2, 5, 2, 2) if box else None
     q = critic(s, a)
     for c in range(3):
-        def layer(x, lin):
+        def layer(x, lin, c=c):
             return x @ lin.weight[c] + lin.bias[c]
         if box:
             x = torch.cat([s.unsqueeze(-2).expand(2, 5, 2, 4), a, critic.gamma_feat.expand(2, 5, 2, 1)], -1)
