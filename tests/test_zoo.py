@@ -319,10 +319,14 @@ def test_benchmark_writes_table_and_figures(tmp_path):
     assert benchmark.main(argv) == 0
     text = md.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| popgym-RepeatPreviousEasy-v0 |"))
-    assert len(re.findall(r"-?\d+\.\d{3} \+- \d+\.\d{3} \(\d+ s\)", row)) == 2  # one mean +- std cell per algo
+    assert len(re.findall(r"-?\d+\.\d{3} \+- \d+\.\d{3} \(n=2, \d+ s\)", row)) == 2  # one mean +- std cell per algo
     assert "| env | ppo | recurrent_ppo | best |" in text and "shared CPU" in text and "CPU cores" in text
     assert (figs / "popgym-RepeatPreviousEasy-v0.png").is_file()
     assert "](figures/popgym-RepeatPreviousEasy-v0.png)" in text
+    runs = sorted(p.name for p in (tmp_path / "logs").glob("*/*"))
+    md.unlink()
+    assert benchmark.main([*argv, "--reuse"]) == 0  # resumes: every run is found, nothing is trained again
+    assert sorted(p.name for p in (tmp_path / "logs").glob("*/*")) == runs and row in md.read_text()
 
 
 def test_benchmark_reports_failed_runs(tmp_path):

@@ -5,7 +5,9 @@ Trains every (env, algo, seed) with :func:`zoo.exp.train` (same envs, wrappers a
 +- std over seeds of the final evaluation return (deterministic policy, ``--eval-episodes`` episodes) and the
 mean wall time per run, the machine it ran on, and one PNG of learning curves per env (``--fig-dir``).
 Groups: ``popgym-easy``, ``popgym-medium``, ``popgym-hard``, ``popgym-all``, ``meta``, ``crafter-instructions``.
-A run that raises is reported as failed in the table (with the error) and the benchmark goes on.
+A run that raises is reported as failed in the table (with the error) and the benchmark goes on. The report is
+rewritten after every run, so a killed benchmark keeps a partial one; ``--reuse`` takes finished runs with identical
+settings from the log folder instead of training them again (resume a benchmark, or add seeds).
 
 Example::
 
@@ -21,10 +23,12 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from zoo.algos import check_algo
 from zoo.envs import ENV_GROUPS, check_env_id, expand_env_groups
@@ -44,11 +48,35 @@ class Cell:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """``mean +- std (wall s)`` or ``failed: ...``."""
+        """``mean +- std (n=seeds, wall s)`` or ``failed: ...``."""
         if not self.finals:
             return f"failed: {self.errors[0]}" if self.errors else "n/a"
-        text = f"{np.mean(self.finals):.3f} +- {np.std(self.finals):.3f} ({np.mean(self.walls):.0f} s)"
+        text = f"{np.mean(self.finals):.3f} +- {np.std(self.finals):.3f} (n={len(self.finals)}, {np.mean(self.walls):.0f} s)"
         return text + (f" [{len(self.errors)} failed]" if self.errors else "")
+
+    def add(self, run_dir: Path, wall: float, final: float | None) -> None:
+        """Record one finished run."""
+        self.runs.append(run_dir)
+        self.walls.append(wall)
+        if final is not None:
+            self.finals.append(final)
+        else:
+            self.errors.append("no evaluation ran (eval_freq > steps?)")
+
+
+def find_finished_run(args: TrainArgs) -> tuple[Path, dict] | None:
+    """A finished run (with ``summary.yml``) in ``args.log_folder`` made with the same algo, env, seed, budget,
+    evaluation settings and overrides as ``args``; ``(run_dir, summary)`` or ``None``."""
+    keys = ("algo", "env", "seed", "n_timesteps", "eval_freq", "eval_episodes", "hyperparams")
+    wanted = {k: getattr(args, k) for k in keys}
+    for args_file in sorted((Path(args.log_folder) / args.algo).glob(f"{args.env}_*/{args.env}/args.yml")):
+        run_dir = args_file.parent.parent
+        if not (run_dir / "summary.yml").is_file():
+            continue
+        saved = yaml.safe_load(args_file.read_text()) or {}
+        if {k: saved.get(k) for k in keys} == wanted:
+            return run_dir, yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
+    return None
 
 
 def run_benchmark(
@@ -64,21 +92,26 @@ def run_benchmark(
     seed_offset: int = 0,
     verbose: int = 0,
     num_threads: int = -1,
+    reuse: bool = False,
+    on_update: Callable[[dict[tuple[str, str], Cell]], None] | None = None,
 ) -> dict[tuple[str, str], Cell]:
-    """Train every (env, algo, seed); returns ``{(env, algo): Cell}``. ``eval_freq`` defaults to ``steps // 10``."""
+    """Train every (env, algo, seed); returns ``{(env, algo): Cell}``. ``eval_freq`` defaults to ``steps // 10``.
+
+    With ``reuse``, finished runs of identical settings found in ``log_folder`` are taken instead of retrained
+    (all of them are collected first, so a report written by ``on_update`` -- called after every new run --
+    always shows every result available so far).
+    """
     eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1)
-    results: dict[tuple[str, str], Cell] = {}
+    results: dict[tuple[str, str], Cell] = {(e, a): Cell() for e in envs for a in algos}
+    todo: list[TrainArgs] = []
     for env_id in envs:
         for algo in algos:
-            cell = results.setdefault((env_id, algo), Cell())
             for i in range(seeds):
-                seed = seed_offset + i
-                print(f"[benchmark] {algo} on {env_id}, seed {seed}, {steps} steps", flush=True)
                 args = TrainArgs(
                     algo=algo,
                     env=env_id,
                     n_timesteps=steps,
-                    seed=seed,
+                    seed=seed_offset + i,
                     log_folder=str(log_folder),
                     eval_freq=eval_freq,
                     eval_episodes=eval_episodes,
@@ -87,18 +120,24 @@ def run_benchmark(
                     verbose=verbose,
                     num_threads=num_threads,
                 )
-                try:
-                    res = train(args)
-                except Exception as err:  # keep benchmarking the other cells; the report names the failure
-                    traceback.print_exc()
-                    cell.errors.append(f"{type(err).__name__}: {err}".splitlines()[0][:120])
-                    continue
-                cell.runs.append(res.run_dir)
-                cell.walls.append(res.wall_time_s)
-                if res.last_eval_mean is not None:
-                    cell.finals.append(res.last_eval_mean)
+                found = find_finished_run(args) if reuse else None
+                if found is not None:
+                    run_dir, summary = found
+                    results[(env_id, algo)].add(run_dir, float(summary["wall_time_s"]), summary.get("last_eval_mean"))
                 else:
-                    cell.errors.append("no evaluation ran (eval_freq > steps?)")
+                    todo.append(args)
+    for args in todo:
+        cell = results[(args.env, args.algo)]
+        print(f"[benchmark] {args.algo} on {args.env}, seed {args.seed}, {steps} steps", flush=True)
+        try:
+            res = train(args)
+        except Exception as err:  # keep benchmarking the other cells; the report names the failure
+            traceback.print_exc()
+            cell.errors.append(f"{type(err).__name__}: {err}".splitlines()[0][:120])
+        else:
+            cell.add(res.run_dir, res.wall_time_s, res.last_eval_mean)
+        if on_update is not None:
+            on_update(results)
     return results
 
 
@@ -133,7 +172,7 @@ def write_report(
         "",
         f"- machine: {_machine()}",
         f"- budget: {steps} env steps per run, {seeds} seed(s) per cell; final return = mean return of the last "
-        "deterministic evaluation; cells show mean +- std over seeds and (mean wall time per run).",
+        "deterministic evaluation; cells show mean +- std over seeds (n = seeds done, mean wall time per run).",
     ]
     if note:
         lines.append(f"- note: {note}")
@@ -177,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--note", default="", help="free text added to the report (e.g. 'the CPU was shared')")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads per run (-1: torch default)")
+    p.add_argument("--reuse", action="store_true", help="take finished runs with identical settings from the log folder")
     p.add_argument("--verbose", type=int, default=0)
     ns = p.parse_args(argv)
     try:
@@ -190,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         p.exit(2, f"zoo.benchmark: error: {err}\n")
     start = time.time()
+    command = "python -m zoo.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def report(results: dict[tuple[str, str], Cell]) -> Path:  # rewritten after every run: a killed benchmark keeps it
+        return write_report(results, ns.out, ns.fig_dir, ns.log_folder, command, ns.steps, ns.seeds, ns.note)
+
     results = run_benchmark(
         envs,
         algos,
@@ -203,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         ns.seed_offset,
         ns.verbose,
         ns.num_threads,
+        reuse=ns.reuse,
+        on_update=report,
     )
-    command = "python -m zoo.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = write_report(results, ns.out, ns.fig_dir, ns.log_folder, command, ns.steps, ns.seeds, ns.note)
+    out = report(results)
     print(f"Wrote {out} ({time.time() - start:.0f} s)")
     return 0
 
