@@ -276,7 +276,8 @@ class DistributedLearner:
         new_kw = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters  # renamed in torch 2.13
         sync_kw = {"forward_sync_buffers": False} if new_kw else {"broadcast_buffers": False}
         self.ddp = DistributedDataParallel(_LossModule(policy, model.loss_config), device_ids=device_ids,
-                                           find_unused_parameters=find_unused_parameters, **sync_kw)
+                                           find_unused_parameters=find_unused_parameters, gradient_as_bucket_view=True,
+                                           **sync_kw)
         from amago_sb.nonfinite import NonFiniteGuard
 
         self.guard = NonFiniteGuard(policy, policy.optimizer, getattr(model, "max_nonfinite_updates", 10))
