@@ -35,7 +35,7 @@ from amago_sb.kernels import attention as amago_attention  # noqa: E402
 from amago_sb.kernels import attention_backend, attention_entropy, attention_reference, decode_attention  # noqa: E402
 
 
-def _time_ms(fn: Callable[[], object], device: torch.device, min_time: float = 0.2, reps: int = 30) -> float:
+def _time_ms(fn: Callable[[], object], device: torch.device, min_time: float = 1.0, reps: int = 30) -> float:
     """Milliseconds per call: CUDA median (triton.testing.do_bench); CPU best of up to ``reps`` wall-clock runs
     (the minimum is the least disturbed by other processes on a shared machine)."""
     if device.type == "cuda":

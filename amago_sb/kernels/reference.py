@@ -83,21 +83,25 @@ def attention_entropy(
     k: torch.Tensor,
     lengths: torch.Tensor | None = None,
     causal: bool = True,
-    block: int = 256,
+    block: int | None = None,
 ) -> torch.Tensor:
     """Attention entropy ``(B, H, L)`` in nats, without autograd, ``block`` queries at a time in float32.
 
     This is the entropy path of the SDPA backend: SDPA does not expose its softmax, so the scores are
-    recomputed here. Peak extra memory is ``B * H * block * S`` floats instead of the full ``L x S`` matrix,
+    recomputed here. Peak extra memory is ``B * H * block * S`` floats instead of the full ``L x S`` matrix
+    (default block: about 2**18 scores per block on CPU, to stay in cache, and 2**26 on GPUs),
     and nothing is kept for backward. It costs about one more ``q @ k^T`` (a third of the forward FLOPs) plus
     a few elementwise passes. Masked scores are set to -1e30 (finite, so ``p * log p`` is 0 there, not NaN);
     with causal attention and end padding, a valid query never sees a padded key, so only the causal mask
     (one ``L x S`` bias fused into the matmul) is applied and padded queries are zeroed at the end.
     """
-    if block < 1:
-        raise ValueError(f"block must be a positive number of queries, got {block!r}")
     B, H, L, D = q.shape
     S = k.shape[-2]
+    if block is None:
+        budget = 2**18 if q.device.type == "cpu" else 2**26
+        block = min(L, max(8, budget // max(B * H * S, 1)))
+    if block < 1:
+        raise ValueError(f"block must be a positive number of queries, got {block!r}")
     qf = q.reshape(B * H, L, D).float()  # (BH, L, D)
     kt = k.reshape(B * H, S, D).float().transpose(1, 2)  # (BH, D, S)
     bias = None
