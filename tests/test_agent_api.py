@@ -89,6 +89,10 @@ def test_save_load_round_trip_predicts_identically(tmp_path):
         a2, s2 = loaded.predict(obs, s2, start, deterministic=True)
         np.testing.assert_array_equal(a1, a2)
         obs, _, start, _ = env.step(a1)
+    params = model.get_parameters()
+    assert set(params) == {"policy", "policy.optimizer"}
+    assert any(k.startswith("target_critics.") for k in params["policy"])  # targets + PopArt travel with the policy
+    assert "popart.mu" in params["policy"] and "tstep_encoder.norm.mu" in params["policy"]
     # the optimizer state came back too, and training continues
     assert len(loaded.policy.optimizer.state) == len(model.policy.optimizer.state)
     loaded.learn(16, reset_num_timesteps=False)
