@@ -86,6 +86,8 @@ class AMAGO(BaseAlgorithm):
         max_nonfinite_updates: an update whose loss or gradient is NaN/inf is skipped (logged as
             ``train/nonfinite_skips``); this many skips in a row stop training with a ``FloatingPointError``.
         n_envs: copies of the env when ``env`` is an id.
+        sampler_workers: DataLoader worker processes that sample replay windows in the background (0: sample in
+            the learner process; workers pay off when cores are free, not on a 2-core machine).
         chunk_len: transitions per stored replay file for long episodes (default ``4 * context_len``).
         num_threads: ``torch.set_num_threads`` on CPU (process-wide; None leaves it). Default 1: these small
             sequence models are latency-bound, and extra intra-op threads only add synchronization (measured 3-14x
@@ -131,6 +133,7 @@ class AMAGO(BaseAlgorithm):
         chunk_len: int | None = None,
         num_threads: int | None = 1,
         max_nonfinite_updates: int = 10,
+        sampler_workers: int = 0,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -174,6 +177,8 @@ class AMAGO(BaseAlgorithm):
         self.exploration_steps, self.lr_warmup_steps = int(exploration_steps), int(lr_warmup_steps)
         self.max_grad_norm, self.chunk_len, self.num_threads = float(max_grad_norm), chunk_len, num_threads
         self.max_nonfinite_updates, self._nonfinite_skips = max_nonfinite_updates, 0
+        self.sampler_workers = int(sampler_workers)
+        self._batches: Any = None
         self._act_state: Any = None
         if _init_setup_model:
             self._setup_model()
@@ -215,7 +220,7 @@ class AMAGO(BaseAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + ["replay", "sampler", "recorder", "exploration", "_act_state",
-                                                  "loss_config", "_recorder_live", "_nonfinite"]
+                                                  "loss_config", "_recorder_live", "_nonfinite", "_batches"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -351,7 +356,7 @@ class AMAGO(BaseAlgorithm):
         for i in range(gradient_steps):
             warm = min(1.0, (self._n_updates + 1) / max(self.lr_warmup_steps, 1))
             update_learning_rate(policy.optimizer, base_lr * warm)
-            batch = self.sampler.sample(batch_size).to(self.device)
+            batch = self._next_batch(batch_size).to(self.device)
             self._nonfinite.snapshot()  # PopArt / input-norm statistics, restored if this update is skipped
             loss, stats = amago_loss(policy, batch, self.loss_config, want_entropy=(i == gradient_steps - 1))
             policy.optimizer.zero_grad(set_to_none=True)
@@ -368,6 +373,22 @@ class AMAGO(BaseAlgorithm):
                 sums[k] = sums[k] + v if k in sums else v.clone()
         policy.set_training_mode(False)
         self._record_train_stats(sums, gradient_steps, float(grad_norm), base_lr * warm)
+
+    def _next_batch(self, batch_size: int):
+        """A replay batch: from the in-process sampler, or from ``sampler_workers`` DataLoader workers."""
+        if getattr(self, "sampler_workers", 0) <= 0:
+            return self.sampler.sample(batch_size)
+        if self._batches is None or self._batches[0] != batch_size:
+            from torch.utils.data import DataLoader
+
+            from amago_sb.replay import ReplayDataset
+
+            ds = ReplayDataset(self.replay_dir, self.context_len, batch_size,
+                               relabel=wrappers.relabel if self.relabel else None, seed=self.seed or 0)
+            loader = DataLoader(ds, batch_size=None, num_workers=self.sampler_workers, prefetch_factor=4,
+                                persistent_workers=True)
+            self._batches = (batch_size, iter(loader))
+        return next(self._batches[1])
 
     def _record_train_stats(self, sums: dict[str, torch.Tensor], n: int, grad_norm: float, lr: float) -> None:
         log = self.logger.record

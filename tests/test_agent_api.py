@@ -252,3 +252,9 @@ def test_same_seed_same_training():
         model.learn(48)
         params.append(torch.cat([p.detach().flatten() for p in model.policy.parameters()]))
     torch.testing.assert_close(params[0], params[1])
+
+
+def test_sampler_workers_feed_updates():
+    model = tiny(sampler_workers=1)
+    model.learn(64)
+    assert model._n_updates > 0 and model._batches is not None
