@@ -305,6 +305,7 @@ class DistributedLearner:
         if not self.guard.update_ok(torch.zeros(()), self.grad_norm, update=model._n_updates + 1,
                                     env_step=model.num_timesteps):
             self.skipped += 1
+            model._nonfinite_skips = getattr(model, "_nonfinite_skips", 0) + 1  # logged as train/nonfinite_skips
             return loss.detach(), stats
         policy.optimizer.step()
         policy.update_targets(model.tau)

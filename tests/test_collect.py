@@ -139,3 +139,18 @@ def test_status_file_is_json_per_collector(tmp_path):
     assert json.loads((tmp_path / "collectors" / "a.json").read_text()) == {"env_steps": 5}
     with pytest.raises(ValueError, match="collector id must be a plain file name"):
         write_status(tmp_path, "../x", {})
+
+
+def test_subproc_vec_env_option_builds_trajectory_form_envs(tmp_path):
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    import wrappers
+
+    env = Collector(CollectArgs(ENV, str(tmp_path), str(tmp_path), n_envs=2, vec_env="subproc", seed=3))._make_env()
+    try:
+        assert isinstance(env, SubprocVecEnv) and env.num_envs == 2
+        assert wrappers.is_trajectory_space(env.observation_space)
+        obs = env.reset()
+        assert obs["reset"].shape == (2, 1) and (obs["reset"] == 1).all()
+    finally:
+        env.close()
