@@ -54,6 +54,12 @@ def test_learn_cli_single_process(replay, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     _check_run(tmp_path, 1)
     assert "1 rank(s) on gloo" in r.stdout
+    # continue from the final model (-i): counters carry over into a new run folder
+    final = tmp_path / "logs" / "amago" / f"{ENV}_1" / f"{ENV}.zip"
+    r = _learn(replay, tmp_path, [sys.executable], ["-i", str(final), "--n-updates", "3"], params=("learning_rate:1e-4",))
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = yaml.safe_load((tmp_path / "logs" / "amago" / f"{ENV}_2" / "summary.yml").read_text())
+    assert summary["updates"] == 3 and summary["n_updates_total"] == 9
 
 
 def test_learn_cli_under_torchrun_with_two_gloo_ranks(replay, tmp_path):

@@ -137,8 +137,10 @@ class Collector:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        raise FileNotFoundError(f"No checkpoint at {self.args.checkpoint} after {self.args.wait_checkpoint:.0f} s. Start the "
-                                "learner first (it writes its initial policy right away), or pass --checkpoint a .zip.")
+        raise FileNotFoundError(
+            f"No checkpoint at {self.args.checkpoint} after {self.args.wait_checkpoint:.0f} s. Start the "
+            "learner first (it writes its initial policy right away), or pass --checkpoint a .zip."
+        )
 
     def _make_env(self):
         from stable_baselines3.common.env_util import make_vec_env
@@ -155,17 +157,21 @@ class Collector:
         from amago_sb import AMAGO
         from amago_sb.checkpoint import CorruptCheckpointError
 
-        overrides: dict[str, Any] = dict(replay_dir=self.args.replay_dir, gradient_steps=0, seed=self.seed,
-                                         tensorboard_log=None, verbose=self.args.verbose)
+        overrides: dict[str, Any] = dict(
+            replay_dir=self.args.replay_dir, gradient_steps=0, seed=self.seed, tensorboard_log=None, verbose=self.args.verbose
+        )
         if self.args.buffer_size > 0:
             overrides["buffer_size"] = self.args.buffer_size
+        deadline = time.monotonic() + self.args.wait_checkpoint
         while True:
             path = self._wait_for_checkpoint()
             key = _file_key(path)
             try:
                 model = AMAGO.load(path, env=env, device=self.args.device, **overrides)
                 break
-            except CorruptCheckpointError as e:  # e.g. a non-atomic writer is still writing it: retry
+            except (CorruptCheckpointError, FileNotFoundError) as e:  # still being written, or rotated away: retry
+                if time.monotonic() > deadline:
+                    raise
                 warnings.warn(f"{e} Retrying in 1 s.", stacklevel=2)
                 time.sleep(1.0)
         trained_on = getattr(model, "zoo_env_id", None)
@@ -173,8 +179,9 @@ class Collector:
             raise ValueError(f"checkpoint {path} was trained on {trained_on!r}, not --env {self.args.env!r}.")
         model.set_random_seed(self.seed)  # the checkpoint restored the learner's RNG states: give this collector its own
         store_cls = _make_store_class()
-        model.replay = store_cls(self.args.replay_dir, max_steps=model.buffer_size, fsync=self.args.fsync,
-                                 manifest=self.args.manifest)
+        model.replay = store_cls(
+            self.args.replay_dir, max_steps=model.buffer_size, fsync=self.args.fsync, manifest=self.args.manifest
+        )
         model._make_collectors()  # recorder and exploration on the counting store, seeded with this collector's seed
         self.ckpt_key, self.policy_updates = key, int(model._n_updates)
         self._log(f"acting with {path} ({self.policy_updates} updates), {self.args.n_envs} envs, seed {self.seed}")
@@ -196,8 +203,9 @@ class Collector:
             data, params, _ = load_from_zip_file(path, device=self.model.device, print_system_info=False)
             self.model.policy.load_state_dict(params["policy"])
         except (ValueError, OSError, KeyError, RuntimeError) as e:  # partial / vanished / foreign file: retry later
-            warnings.warn(f"Could not load checkpoint {path} ({type(e).__name__}: {e}); keeping the current policy.",
-                          stacklevel=2)
+            warnings.warn(
+                f"Could not load checkpoint {path} ({type(e).__name__}: {e}); keeping the current policy.", stacklevel=2
+            )
             return False
         self.ckpt_key = key
         self.reloads += 1
@@ -214,12 +222,25 @@ class Collector:
         m, store = self.model, self.model.replay
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         ep = [e["r"] for e in m.ep_info_buffer] if m.ep_info_buffer else []
-        return {"collector": self.collector_id, "host": socket.gethostname(), "pid": os.getpid(), "env": self.args.env,
-                "env_steps": self.env_steps, "episodes": int(m._episode_num), "files_written": store.files_written,
-                "steps_written": store.steps_written, "env_steps_per_s": self.env_steps / elapsed,
-                "ep_rew_mean": float(safe_mean(ep)) if ep else None, "checkpoint": self.ckpt_key[0] if self.ckpt_key else None,
-                "policy_updates": self.policy_updates, "reloads": self.reloads, "seed": self.seed,
-                "elapsed_s": elapsed, "cpu_s": time.process_time() - self.cpu0, "finished": finished}
+        return {
+            "collector": self.collector_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "env": self.args.env,
+            "env_steps": self.env_steps,
+            "episodes": int(m._episode_num),
+            "files_written": store.files_written,
+            "steps_written": store.steps_written,
+            "env_steps_per_s": self.env_steps / elapsed,
+            "ep_rew_mean": float(safe_mean(ep)) if ep else None,
+            "checkpoint": self.ckpt_key[0] if self.ckpt_key else None,
+            "policy_updates": self.policy_updates,
+            "reloads": self.reloads,
+            "seed": self.seed,
+            "elapsed_s": elapsed,
+            "cpu_s": time.process_time() - self.cpu0,
+            "finished": finished,
+        }
 
     def _log(self, msg: str) -> None:
         if self.args.verbose:
@@ -262,8 +283,10 @@ class Collector:
             env.close()
         final = self.status(finished=True)
         write_status(self.args.replay_dir, self.collector_id, final)
-        self._log(f"done: {final['env_steps']} env steps ({final['env_steps_per_s']:.0f}/s), "
-                  f"{final['files_written']} files, {final['reloads']} reloads")
+        self._log(
+            f"done: {final['env_steps']} env steps ({final['env_steps_per_s']:.0f}/s), "
+            f"{final['files_written']} files, {final['reloads']} reloads"
+        )
         return final
 
 

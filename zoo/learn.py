@@ -69,16 +69,29 @@ def _build_model(args: LearnArgs, ctx, seed: int, raw: dict, hyperparams: dict, 
     from amago_sb import AMAGO
     from zoo.algos import build_model
     from zoo.envs import make_vec_env
-    from zoo.hyperparams import SPECIAL_KEYS
+    from zoo.hyperparams import SPECIAL_KEYS, convert_value
 
     env = make_vec_env(args.env, "amago", 1, seed=seed)  # the learner only needs the spaces
-    if args.trained_agent:
-        overrides = {k: v for k, v in hyperparams.items() if k not in SPECIAL_KEYS}
-        model = AMAGO.load(args.trained_agent, env=env, device=ctx.device, tensorboard_log=tensorboard_log,
-                           verbose=args.verbose, **{**overrides, "replay_dir": args.replay_dir})
+    if args.trained_agent:  # as zoo.train -i: the checkpoint's settings, changed only by explicit -params
+        overrides = {k: convert_value(k, v) for k, v in args.hyperparams.items() if k not in SPECIAL_KEYS}
+        model = AMAGO.load(
+            args.trained_agent,
+            env=env,
+            device=ctx.device,
+            tensorboard_log=tensorboard_log,
+            verbose=args.verbose,
+            **{**overrides, "replay_dir": args.replay_dir},
+        )
     else:
-        model = build_model("amago", env, {**hyperparams, "replay_dir": args.replay_dir}, seed=seed,
-                            tensorboard_log=tensorboard_log, verbose=args.verbose, device=str(ctx.device))
+        model = build_model(
+            "amago",
+            env,
+            {**hyperparams, "replay_dir": args.replay_dir},
+            seed=seed,
+            tensorboard_log=tensorboard_log,
+            verbose=args.verbose,
+            device=str(ctx.device),
+        )
     model.zoo_env_id, model.zoo_algo = args.env, "amago"
     return model
 
@@ -119,22 +132,38 @@ def learn(args: LearnArgs) -> dict[str, Any]:
         model = _build_model(args, ctx, seed, raw, hyperparams, tb)
         n_updates = args.n_updates if args.n_updates > 0 else default_n_updates(raw, model)
         if ctx.is_main:
-            info = {**asdict(args), "seed": seed, "n_updates": n_updates, "world_size": ctx.world_size,
-                    "backend": ctx.backend, "checkpoint": str(ckpt_dir)}
+            info = {
+                **asdict(args),
+                "seed": seed,
+                "n_updates": n_updates,
+                "world_size": ctx.world_size,
+                "backend": ctx.backend,
+                "checkpoint": str(ckpt_dir),
+            }
             _write_yaml(run_dir / args.env / "args.yml", info)
             _write_yaml(run_dir / args.env / "config.yml", raw)
-            outputs = [make_output_format("csv", str(run_dir))] + ([make_output_format("stdout", str(run_dir))]
-                                                                   if args.verbose else [])
+            outputs = [make_output_format("csv", str(run_dir))] + (
+                [make_output_format("stdout", str(run_dir))] if args.verbose else []
+            )
             if tb:
                 outputs.append(make_output_format("tensorboard", tb))
             model.set_logger(Logger(str(run_dir), outputs))
             if args.verbose:
-                print(f"zoo.learn: {ctx.world_size} rank(s) on {ctx.backend}, run dir {run_dir}, checkpoints "
-                      f"{ckpt_dir / 'latest.zip'}, {n_updates} updates", flush=True)
+                print(
+                    f"zoo.learn: {ctx.world_size} rank(s) on {ctx.backend}, run dir {run_dir}, checkpoints "
+                    f"{ckpt_dir / 'latest.zip'}, {n_updates} updates",
+                    flush=True,
+                )
         else:
             model.set_logger(Logger(None, []))
-        learner = DistributedLearner(model, ctx, replay_dir=args.replay_dir, seed=seed, bf16=args.bf16,
-                                     find_unused_parameters=args.find_unused_parameters)
+        learner = DistributedLearner(
+            model,
+            ctx,
+            replay_dir=args.replay_dir,
+            seed=seed,
+            bf16=args.bf16,
+            find_unused_parameters=args.find_unused_parameters,
+        )
 
         def _stop(signum, frame):
             learner.stop_requested = True
@@ -153,12 +182,20 @@ def learn(args: LearnArgs) -> dict[str, Any]:
         )
         if ctx.is_main:
             model.save(run_dir / f"{args.env}.zip")
-            summary = {**summary, "n_updates_total": int(model._n_updates), "seed": seed,
-                       "env_steps_collected": int(model.num_timesteps), "world_size": ctx.world_size}
+            summary = {
+                **summary,
+                "n_updates_total": int(model._n_updates),
+                "seed": seed,
+                "env_steps_collected": int(model.num_timesteps),
+                "world_size": ctx.world_size,
+            }
             _write_yaml(run_dir / "summary.yml", summary)
             if args.verbose:
-                print(f"zoo.learn: {int(summary['updates'])} updates in {summary['wall_s']:.1f} s "
-                      f"({summary['updates_per_s']:.2f}/s); final model {run_dir / (args.env + '.zip')}", flush=True)
+                print(
+                    f"zoo.learn: {int(summary['updates'])} updates in {summary['wall_s']:.1f} s "
+                    f"({summary['updates_per_s']:.2f}/s); final model {run_dir / (args.env + '.zip')}",
+                    flush=True,
+                )
         return {**summary, "run_dir": str(run_dir)}
     finally:
         cleanup_distributed()
@@ -171,8 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True, help="env id (sets the spaces and the yml entry)")
     p.add_argument("--replay-dir", required=True, help="replay directory that collectors write into")
     p.add_argument("--checkpoint", default="", help="directory for latest.zip (default: <run dir>/checkpoints)")
-    p.add_argument("--n-updates", type=int, default=-1,
-                   help="updates (-1: a single-process run of the yml budget: n_timesteps*gradient_steps/(train_freq*n_envs))")
+    p.add_argument(
+        "--n-updates",
+        type=int,
+        default=-1,
+        help="updates (-1: a single-process run of the yml budget: n_timesteps*gradient_steps/(train_freq*n_envs))",
+    )
     p.add_argument("-f", "--log-folder", default=d.log_folder, help="root of the run folders (default: logs)")
     p.add_argument("--backend", choices=["auto", "gloo", "nccl"], default=d.backend, help="torch.distributed backend")
     p.add_argument("--device", default=d.device, help="auto (cuda:<local rank> with nccl, else cpu), or a device")
