@@ -91,6 +91,7 @@ def _cases(quick: bool):
 def check_all(arch: int, quick: bool = False, L: int = 1024) -> list[dict]:
     """Compile every kernel at the tile configs the launcher would pick on an ``sm<arch>`` GPU."""
     from . import triton_attention as ta
+    from . import triton_backward as tb
     from . import triton_decode as td
     from . import tuning
 
@@ -108,9 +109,9 @@ def check_all(arch: int, quick: bool = False, L: int = 1024) -> list[dict]:
             ptrs = {**ptr_in, **ptr_f32, "LENGTHS": "i32"}
             jobs = [
                 ("fwd", ta._attn_fwd, {**base, "ENTROPY": True, **tuning.fwd_config(d_pad, elem, L)}),
-                ("dkdv", ta._attn_bwd_dkdv, {**base, **tuning.bwd_config(d_pad, elem, L, "dkdv")}),
-                ("dq", ta._attn_bwd_dq, {**base, **tuning.bwd_config(d_pad, elem, L, "dq")}),
-                ("delta", ta._attn_bwd_delta, dict(HEAD_DIM=d, D_PAD=d_pad, BLOCK_M=64)),
+                ("dkdv", tb._attn_bwd_dkdv, {**base, **tuning.bwd_config(d_pad, elem, L, "dkdv")}),
+                ("dq", tb._attn_bwd_dq, {**base, **tuning.bwd_config(d_pad, elem, L, "dq")}),
+                ("delta", tb._attn_bwd_delta, dict(HEAD_DIM=d, D_PAD=d_pad, BLOCK_M=64)),
                 ("decode", td._decode_partial,
                  dict(NUM_SPLITS=4, HEAD_DIM=d, D_PAD=d_pad, **tuning.decode_config(d_pad, elem))),
                 ("combine", td._decode_combine, dict(NUM_SPLITS=4, SPLITS_PAD=4, HEAD_DIM=d, D_PAD=d_pad)),
