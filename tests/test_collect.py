@@ -154,3 +154,33 @@ def test_subproc_vec_env_option_builds_trajectory_form_envs(tmp_path):
         assert obs["reset"].shape == (2, 1) and (obs["reset"] == 1).all()
     finally:
         env.close()
+
+
+def test_reload_takes_newer_weights_and_skips_a_corrupt_file(tmp_path):
+    import torch
+
+    ckpt = tmp_path / "ckpt"
+    learner_model = AMAGO("Transformer", ENV, seed=0, replay_dir=str(tmp_path / "lr"), **TINY)
+    learner_model.save(ckpt / "latest.zip")
+    c = Collector(CollectArgs(ENV, str(tmp_path / "replay"), str(ckpt), n_envs=2, seed=7, verbose=0))
+    env = c._make_env()
+    try:
+        c.model = c._load(env)
+        assert c.maybe_reload() is False  # nothing newer
+        with torch.no_grad():
+            for p in learner_model.policy.parameters():
+                p.add_(0.5)
+        learner_model._n_updates, learner_model.num_timesteps = 17, 5000
+        learner_model.save(ckpt / "latest.zip")
+        assert c.maybe_reload() is True and c.reloads == 1 and c.policy_updates == 17
+        assert c.model.num_timesteps >= 5000  # exploration continues from the collected steps
+        for k, v in learner_model.policy.state_dict().items():
+            assert torch.equal(c.model.policy.state_dict()[k], v), k
+        (ckpt / "newer.zip").write_bytes(b"PK\x03\x04 truncated")  # newest file, damaged
+        t = (ckpt / "latest.zip").stat().st_mtime_ns + 10**9
+        os.utime(ckpt / "newer.zip", ns=(t, t))
+        with pytest.warns(UserWarning, match="Could not load checkpoint"):
+            assert c.maybe_reload() is False
+        assert c.reloads == 1 and c.policy_updates == 17  # still acting with the last good weights
+    finally:
+        env.close()
