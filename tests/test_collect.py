@@ -87,7 +87,10 @@ def test_two_collectors_and_a_learner_share_one_replay(tmp_path):
     survivors = [p.name for p in store.paths()]
     assert set(survivors) <= set(written) and len(survivors) < len(written)  # FIFO did evict
     assert set(survivors) >= set(written[-len(survivors) + 2:])  # the newest files are all there (2 in flight)
-    assert TINY["buffer_size"] - 30 <= store.num_steps <= TINY["buffer_size"] + 30
+    # each writer evicts from its own view of the directory, rescanned every second (TrajectoryStore.refresh_interval),
+    # so the cap can be missed (either way) by what the other collector wrote within that second, plus final flushes
+    slack = max(s["env_steps_per_s"] for s in statuses.values()) * 1.0 + 6 * 11
+    assert TINY["buffer_size"] - slack <= store.num_steps <= TINY["buffer_size"] + slack
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert all(store.load(p) is not None for p in store.paths())  # complete files only
