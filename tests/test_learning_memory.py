@@ -1,0 +1,83 @@
+"""Long-memory and in-context-adaptation learning checks (``bench/memory_tasks.py`` settings, short versions).
+
+The wrapper test is fast (default suite); the learning tests are ``@pytest.mark.slow`` (``pytest -m slow``), fixed
+seeds, thresholds below what the seed reached on the 2-core development machine.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from amago_sb import AMAGO
+from wrappers.envs.bandits import TwoArmedBanditEnv
+from wrappers.envs.tmaze import TMazePassiveEnv
+
+
+def _load_bench():
+    path = Path(__file__).resolve().parents[1] / "bench" / "memory_tasks.py"
+    spec = importlib.util.spec_from_file_location("memory_tasks", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("memory_tasks", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+mt = _load_bench()
+
+
+def test_behind_schedule_penalty_only_when_late():
+    """Walking right every step costs nothing; one wasted step costs 1/corridor on every later corridor step."""
+    env = mt.BehindSchedulePenalty(TMazePassiveEnv(corridor_length=4))
+    obs, info = env.reset(seed=0)
+    rewards = [env.step(0)[1] for _ in range(4)]
+    assert rewards == [0.0] * 4
+    _, reward, terminated, _, info = env.step(2 if info["cue"] == 1 else 3)
+    assert terminated and reward == 1.0 and info["success"]
+
+    env.reset(seed=1)
+    rewards = [env.step(a)[1] for a in (2, 0, 0, 0)]  # "up" inside the corridor wastes the first step
+    np.testing.assert_allclose(rewards, [-0.25] * 4)
+    assert env.max_episode_length == 5
+
+
+def test_behind_schedule_penalty_rejects_other_envs():
+    with pytest.raises(TypeError, match="BehindSchedulePenalty wraps a TMazePassiveEnv"):
+        mt.BehindSchedulePenalty(TwoArmedBanditEnv())
+
+
+def test_make_envs_forms():
+    """AMAGO gets the trajectory form (prev action/reward visible), the baselines the plain env."""
+    amago_env = mt.make_envs("bandit", "amago", 100, n_envs=2, seed=0)
+    plain_env = mt.make_envs("bandit", "ppo", 100, n_envs=2, seed=0)
+    assert set(amago_env.observation_space.spaces) >= {"obs", "prev_action", "prev_reward", "time", "reset"}
+    assert plain_env.observation_space.shape == (1,)
+    with pytest.raises(ValueError, match="Unknown task"):
+        mt.plain_env_fn("maze", 10)
+
+
+@pytest.mark.slow
+def test_amago_bandit_adapts_in_context():
+    """About 2-4 min on 2 shared cores: >= 90 % of the oracle's 24 within 4k env steps (chance: 15)."""
+    env = mt.make_envs("bandit", "amago", 0, n_envs=8, seed=0)
+    model = AMAGO("Transformer", env, seed=0, num_threads=1, **mt.AMAGO_KWARGS["bandit"])
+    model.learn(4000)
+    eval_env = mt.make_envs("bandit", "amago", 0, n_envs=8, seed=1000)
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=96, deterministic=True)
+    assert mean >= 0.9 * 24, mean
+
+
+@pytest.mark.slow
+def test_amago_tmaze_corridor_30():
+    """A few minutes on 2 shared cores: the cue must be carried 30 steps; success 50 % without memory."""
+    corridor = 30
+    kwargs = dict(mt.AMAGO_KWARGS["tmaze"], context_len=corridor + 4)
+    model = AMAGO("Transformer", mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=0), seed=0, num_threads=1,
+                  **kwargs)
+    model.learn(12_000)
+    eval_env = mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=1000)
+    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=24, deterministic=True, return_episode_rewards=True)
+    assert np.mean(np.asarray(returns) > 0) >= 0.9, returns
