@@ -187,3 +187,53 @@ def test_reload_takes_newer_weights_and_skips_a_corrupt_file(tmp_path):
         assert c.reloads == 1 and c.policy_updates == 17  # still acting with the last good weights
     finally:
         env.close()
+
+
+def _collect_forever(args: CollectArgs) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    Collector(args).run()
+
+
+@pytest.mark.slow
+def test_async_collectors_and_learner_solve_a_recall_task(tmp_path):
+    """The whole async pipeline learns: 2 forked collectors + a 1-rank learner solve the delayed recall of
+    tests/test_learning.py (~1-2 min on 2 shared cores)."""
+    import multiprocessing as mp
+
+    import gymnasium as gym
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    import wrappers
+    from tests.test_learning import SMALL, RecallCue
+
+    if "RecallCue-v0" not in gym.registry:
+        gym.register("RecallCue-v0", entry_point=RecallCue)  # forked collectors inherit the registration
+    model = AMAGO("Transformer", "RecallCue-v0", seed=0, replay_dir=str(tmp_path / "replay"), device="cpu", n_envs=1,
+                  **SMALL)
+    model.set_logger(Logger(None, []))
+    ctx_mp = mp.get_context("fork")
+    procs = [ctx_mp.Process(target=_collect_forever, args=(CollectArgs(
+        "RecallCue-v0", str(tmp_path / "replay"), str(tmp_path / "ckpt"), n_envs=4, seed=i, collector_id=f"c{i}",
+        reload_interval=1.0, status_interval=0.5, verbose=0),)) for i in (1, 2)]
+    try:
+        ctx = init_distributed("gloo", "cpu")
+        learner = DistributedLearner(model, ctx, seed=0)
+        learner.save(tmp_path / "ckpt" / "latest.zip")
+        for p in procs:
+            p.start()
+        summary = learner.learn(400, checkpoint_path=tmp_path / "ckpt" / "latest.zip", save_interval=20,
+                                log_interval=100, wait_timeout_s=120, poll_s=0.2)
+    finally:
+        cleanup_distributed()
+        for p in procs:
+            p.terminate()
+            p.join(timeout=30)
+    assert summary["updates"] == 400
+    statuses = read_statuses(tmp_path / "replay")
+    assert len(statuses) == 2 and all(s["reloads"] >= 1 for s in statuses)
+    env = make_vec_env(lambda: wrappers.make_env(RecallCue()), n_envs=4, seed=100)
+    ret, _ = evaluate_policy(model, env, n_eval_episodes=40, deterministic=True)
+    assert ret >= 0.9, (ret, statuses)
