@@ -20,6 +20,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import sys
 import time
 import traceback
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         p.exit(2, f"zoo.benchmark: error: {err}\n")
     start = time.time()
-    command = "python -m zoo.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m zoo.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     def report(results: dict[tuple[str, str], Cell]) -> Path:  # rewritten after every run: a killed benchmark keeps it
         return write_report(results, ns.out, ns.fig_dir, ns.log_folder, command, ns.steps, ns.seeds, ns.note)
