@@ -382,7 +382,8 @@ def test_amago_train_continue_and_enjoy(tmp_path, capsys):
     )
     run = tmp_path / "amago" / f"{env}_1"
     assert (run / "evaluations.npz").is_file() and (run / "0.monitor.csv").is_file() and (run / f"{env}.zip").is_file()
-    assert yaml.safe_load((run / env / "config.yml").read_text())["context_len"] == 16
+    config = yaml.safe_load((run / env / "config.yml").read_text())
+    assert config["context_len"] == 16 and config["replay_dir"] == str(run / "replay")  # replay kept with its run
     assert (
         train.main(
             [
@@ -406,6 +407,7 @@ def test_amago_train_continue_and_enjoy(tmp_path, capsys):
         == 0
     )
     assert yaml.safe_load((tmp_path / "amago" / f"{env}_2" / "summary.yml").read_text())["n_timesteps"] == 96
+    assert list((run / "replay").rglob("*.npz")) and not (tmp_path / "amago" / f"{env}_2" / "replay").exists()
     capsys.readouterr()
     assert enjoy.main(["--algo", "amago", "--env", env, "-f", str(tmp_path), "--n-episodes", "1", "--exp-id", "1"]) == 0
     assert re.search(r"episode 0: return -?[\d.]+, length 51", capsys.readouterr().out)

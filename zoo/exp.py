@@ -7,7 +7,9 @@ A run writes, under ``<log_folder>/<algo>/<env>_<n>/`` (``n`` = 1 + the highest 
 * ``<rank>.monitor.csv``: one per training env (SB3 ``Monitor``, flushed after every episode);
 * ``evaluations.npz`` and ``best_model.zip`` (``EvalCallback``, when ``eval_freq > 0``);
 * ``rl_model_<steps>_steps.zip`` checkpoints (when ``save_freq > 0``);
-* ``<env>.zip``: the final model (also saved on Ctrl-C), and ``summary.yml`` (timesteps, wall time, last eval).
+* ``<env>.zip``: the final model (also saved on Ctrl-C), and ``summary.yml`` (timesteps, wall time, last eval);
+* ``replay/``: AMAGO's replay files (unless ``-params replay_dir:...`` puts them elsewhere); a run continued with
+  ``-i`` keeps filling the replay of the run it continues.
 """
 
 from __future__ import annotations
@@ -138,6 +140,9 @@ def train(args: TrainArgs) -> TrainResult:
         torch.set_num_threads(args.num_threads)
     run_dir = next_run_dir(args.log_folder, args.algo, args.env)
     run_dir.mkdir(parents=True)
+    if args.algo == "amago" and not args.trained_agent and raw.get("replay_dir") is None:
+        # keep AMAGO's replay with its run (not in a temp dir that nobody removes); `-i` then resumes with it
+        raw["replay_dir"] = hyperparams["replay_dir"] = str(run_dir / "replay")
     _write_yaml(run_dir / args.env / "args.yml", {**asdict(args), "seed": seed, "n_timesteps": n_timesteps})
     _write_yaml(run_dir / args.env / "config.yml", {**raw, "n_timesteps": n_timesteps})
     if args.verbose:
