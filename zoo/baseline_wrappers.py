@@ -18,6 +18,8 @@ AMAGO does not need this wrapper: it reads the original spaces.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -60,7 +62,7 @@ def _leaf_to_box(space: spaces.Space) -> spaces.Box:
     )
 
 
-def _leaf_to_vector(space: spaces.Space, x) -> np.ndarray:
+def _leaf_to_vector(space: spaces.Space, x: Any) -> np.ndarray:
     """Convert one observation of ``space`` into its flat float32 vector (one-hot for discrete parts)."""
     if isinstance(space, spaces.Discrete):
         out = np.zeros(int(space.n), np.float32)
@@ -122,7 +124,7 @@ class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         else:
             self.observation_space = _leaf_to_box(space)
 
-    def observation(self, observation):
+    def observation(self, observation: Any) -> np.ndarray | dict[str, np.ndarray]:
         """Map one observation of the wrapped env to this wrapper's ``observation_space``."""
         space = self.env.observation_space
         if self._keep_dict:

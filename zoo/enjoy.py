@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
 __all__ = ["find_model", "run_episodes", "save_gif", "main"]
 
@@ -67,7 +69,14 @@ def _image(obs) -> np.ndarray | None:
     return None
 
 
-def run_episodes(model, env, n_episodes: int, deterministic: bool = True, record: bool = False, max_steps: int = 100_000):
+def run_episodes(
+    model: BaseAlgorithm,
+    env: VecEnv,
+    n_episodes: int,
+    deterministic: bool = True,
+    record: bool = False,
+    max_steps: int = 100_000,
+) -> tuple[list[float], list[int], list[np.ndarray]]:
     """Run ``n_episodes`` on env 0 of a VecEnv with the model's recurrent state.
 
     Returns:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def _numbers(value: Any) -> Any:
     return value
 
 
-def linear_schedule(initial_value: float):
+def linear_schedule(initial_value: float) -> Callable[[float], float]:
     """SB3 schedule ``progress_remaining -> progress_remaining * initial_value`` (1 at start, 0 at the end)."""
 
     def schedule(progress_remaining: float) -> float:
