@@ -69,7 +69,8 @@ class AMAGO(BaseAlgorithm):
         context_len: timesteps the policy sees, in training windows and when acting (KV-cache size).
         gammas: discount factors, all trained in parallel (multi-gamma); acting uses the largest.
         train_freq: vector-env steps collected between training phases (``train_freq * n_envs`` env steps).
-        gradient_steps: updates per training phase.
+        gradient_steps: updates per training phase; None: ``train_freq * n_envs / 16`` (one update per 16 env steps,
+            measured as the fastest way to solve RepeatPreviousEasy on CPU, whatever the number of envs).
         learning_starts: env steps collected before the first update.
         tau: Polyak rate of the target actor / critics.
         num_critics: critic ensemble size.
@@ -114,7 +115,7 @@ class AMAGO(BaseAlgorithm):
         context_len: int = 64,
         gammas: tuple[float, ...] = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999),
         train_freq: int = 16,
-        gradient_steps: int = 8,
+        gradient_steps: int | None = None,
         learning_starts: int = 1000,
         tau: float = 0.01,
         num_critics: int = 4,
@@ -168,7 +169,8 @@ class AMAGO(BaseAlgorithm):
                 raise ValueError(reason)
         self.buffer_size, self.replay_dir, self.batch_size = int(buffer_size), replay_dir, int(batch_size)
         self.context_len, self.gammas = int(context_len), tuple(sorted(float(g) for g in gammas))
-        self.train_freq, self.gradient_steps, self.learning_starts = int(train_freq), int(gradient_steps), int(learning_starts)
+        self.train_freq, self.learning_starts = int(train_freq), int(learning_starts)
+        self.gradient_steps = None if gradient_steps is None else int(gradient_steps)
         self.tau, self.num_critics, self.num_critics_td = float(tau), int(num_critics), int(num_critics_td)
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
         self.critic_coeff = float(critic_coeff)
@@ -302,11 +304,19 @@ class AMAGO(BaseAlgorithm):
         while self.num_timesteps < total_timesteps:
             if not self.collect_rollouts(callback):
                 break
-            if self.num_timesteps >= self.learning_starts and self.replay.num_trajectories > 0 and self.gradient_steps > 0:
-                self.train(self.gradient_steps, self.batch_size)
+            n_updates = self.updates_per_phase
+            if self.num_timesteps >= self.learning_starts and self.replay.num_trajectories > 0 and n_updates > 0:
+                self.train(n_updates, self.batch_size)
         self.recorder.flush()
         callback.on_training_end()
         return self
+
+    @property
+    def updates_per_phase(self) -> int:
+        """Gradient updates after each collection of ``train_freq`` vector steps."""
+        if self.gradient_steps is not None:
+            return self.gradient_steps
+        return max(1, round(self.train_freq * self.n_envs / 16))
 
     def _flush_recorder(self) -> None:
         if getattr(self, "_recorder_live", False):

@@ -45,7 +45,7 @@ def amago_numbers(env_id: str, steps: int, updates: int, n_envs: int) -> dict[st
     e2e_model.learn(steps, reset_num_timesteps=False)
     e2e = steps / (time.perf_counter() - t0)
     return {"acting": acting, "updates": ups, "e2e": e2e,
-            "ratio": e2e_model.gradient_steps / (e2e_model.train_freq * e2e_model.n_envs)}
+            "ratio": e2e_model.updates_per_phase / (e2e_model.train_freq * e2e_model.n_envs)}
 
 
 def recurrent_ppo_steps_per_s(env_id: str, steps: int, n_envs: int) -> float:

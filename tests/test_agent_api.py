@@ -258,3 +258,10 @@ def test_sampler_workers_feed_updates():
     model = tiny(sampler_workers=1)
     model.learn(64)
     assert model._n_updates > 0 and model._batches is not None
+
+
+def test_default_update_ratio_follows_n_envs():
+    one = AMAGO("Transformer", gym.make("TMazePassive-v0"), seed=0)
+    eight = AMAGO("Transformer", "TMazePassive-v0", seed=0)
+    assert one.updates_per_phase == 1 and eight.updates_per_phase == 8  # 1 update per 16 env steps in both
+    assert tiny().updates_per_phase == TINY["gradient_steps"]
