@@ -145,45 +145,13 @@ def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
 class _SyncedInputNorm(InputNorm):
     """``InputNorm`` whose batch moments are summed over all ranks (identical statistics everywhere)."""
 
-    @torch.no_grad()
-    def update(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        flat = x.reshape(-1, x.shape[-1]).float()
-        if mask is not None:
-            flat = flat[mask.reshape(-1)]
-        n = flat.new_full((1,), float(flat.shape[0]))
-        sums = _all_reduce_sum(torch.cat([flat.sum(0), (flat**2).sum(0), n]))  # (2D + 1,): one collective
-        d = flat.shape[1]
-        total = float(sums[-1])
-        if total == 0:  # the same decision on every rank (it follows the reduced count)
-            return
-        self.count += 1  # EMA step exactly as InputNorm.update, on the moments of all ranks' rows
-        beta_t = self.beta / (1.0 - (1.0 - self.beta) ** self.count.item())
-        self.mu.lerp_(sums[:d] / total, beta_t)
-        self.nu.lerp_(sums[d:2 * d] / total, beta_t)
+    reduce_sums = staticmethod(_all_reduce_sum)
 
 
 class _SyncedPopArt(PopArt):
     """``PopArt`` whose target moments are summed over all ranks (identical ``mu, nu, w, b`` everywhere)."""
 
-    @torch.no_grad()
-    def update_stats(self, y: torch.Tensor, mask: torch.Tensor) -> None:
-        y = y.float()
-        m = mask.expand_as(y).float()
-        s1 = (y * m).flatten(0, -2).sum(0)  # (G,)
-        s2 = (y**2 * m).flatten(0, -2).sum(0)
-        cnt = m.flatten(0, -2).sum(0)
-        G = s1.shape[0]
-        sums = _all_reduce_sum(torch.cat([s1, s2, cnt]))  # (3G,)
-        n = sums[2 * G:].clamp_min(1.0)
-        mean, sq = sums[:G] / n, sums[G:2 * G] / n
-        self.count += 1  # EMA step exactly as PopArt.update_stats, on the moments of all ranks' targets
-        beta_t = self.beta / (1.0 - (1.0 - self.beta) ** self.count.item())
-        old_mu, old_sigma = self.mu.clone(), self.sigma
-        self.mu.lerp_(mean, beta_t)
-        self.nu.lerp_(sq, beta_t)
-        sigma = self.sigma
-        self.w.mul_(old_sigma / sigma)
-        self.b.copy_((old_sigma * self.b + old_mu - self.mu) / sigma)
+    reduce_sums = staticmethod(_all_reduce_sum)
 
 
 _SYNCED = {InputNorm: _SyncedInputNorm, PopArt: _SyncedPopArt}

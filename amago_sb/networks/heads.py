@@ -80,6 +80,9 @@ class PopArt(nn.Module):
     preserved. All tensors here have gamma as the last dim: ``(..., G)``.
     """
 
+    #: Hook on the batch sums ``(3G,)``: identity here, an all-reduce in data-parallel training (``amago_sb.distributed``).
+    reduce_sums = staticmethod(lambda sums: sums)
+
     def __init__(self, n_gammas: int, beta: float = 5e-4, init_nu: float = 100.0) -> None:
         super().__init__()
         self.beta = beta
@@ -105,10 +108,12 @@ class PopArt(nn.Module):
     @torch.no_grad()
     def update_stats(self, y: torch.Tensor, mask: torch.Tensor) -> None:
         """``y`` ``(..., G)`` targets, ``mask`` broadcastable to ``y`` (valid entries)."""
+        y = y.float()
         m = mask.expand_as(y).float()
-        n = m.flatten(0, -2).sum(0).clamp_min(1.0)  # (G,)
-        mean = (y * m).flatten(0, -2).sum(0) / n
-        sq = (y**2 * m).flatten(0, -2).sum(0) / n
+        G = y.shape[-1]
+        sums = self.reduce_sums(torch.cat([(t * m).flatten(0, -2).sum(0) for t in (y, y**2, torch.ones_like(y))]))  # (3G,)
+        n = sums[2 * G:].clamp_min(1.0)
+        mean, sq = sums[:G] / n, sums[G:2 * G] / n
         self.count += 1
         beta_t = self.beta / (1.0 - (1.0 - self.beta) ** self.count.item())
         old_mu, old_sigma = self.mu.clone(), self.sigma

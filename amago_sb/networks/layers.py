@@ -34,6 +34,10 @@ class InputNorm(nn.Module):
         beta: EMA rate; 1e-4 as in AMAGO.
     """
 
+    #: Hook on the batch sums ``(2D + 1,)`` before they update the EMA: identity here, an all-reduce in data-parallel
+    #: training (``amago_sb.distributed``) so that every rank keeps identical statistics.
+    reduce_sums = staticmethod(lambda sums: sums)
+
     def __init__(self, dim: int, beta: float = 1e-4) -> None:
         super().__init__()
         self.beta = beta
@@ -52,12 +56,16 @@ class InputNorm(nn.Module):
         flat = x.reshape(-1, x.shape[-1]).float()
         if mask is not None:
             flat = flat[mask.reshape(-1)]
-        if flat.shape[0] == 0:
+        d = flat.shape[1]
+        n = flat.new_full((1,), float(flat.shape[0]))
+        sums = self.reduce_sums(torch.cat([flat.sum(0), (flat**2).sum(0), n]))  # (2D + 1,)
+        total = float(sums[-1])
+        if total == 0:
             return
         self.count += 1
         beta_t = self.beta / (1.0 - (1.0 - self.beta) ** self.count.item())
-        self.mu.lerp_(flat.mean(0), beta_t)
-        self.nu.lerp_((flat**2).mean(0), beta_t)
+        self.mu.lerp_(sums[:d] / total, beta_t)
+        self.nu.lerp_(sums[d:2 * d] / total, beta_t)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalize ``x`` ``(..., D)``; in training mode first update the statistics."""
