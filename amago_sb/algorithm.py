@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
@@ -20,12 +19,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import safe_mean, update_learning_rate
+from stable_baselines3.common.utils import update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 import wrappers
 from amago_sb.checkpoint import RESUME_STATE_KEY, restore_resume_state, save_model, validate_checkpoint
 from amago_sb.exploration import EpisodicExploration
+from amago_sb.logs import dump_rollout_logs, record_train_stats
 from amago_sb.losses import LossConfig, amago_loss
 from amago_sb.networks.distributions import unsupported_action_reason
 from amago_sb.nonfinite import NonFiniteGuard
@@ -401,35 +401,7 @@ class AMAGO(BaseAlgorithm):
         return next(self._batches[1])
 
     def _record_train_stats(self, sums: dict[str, torch.Tensor], n: int, grad_norm: float, lr: float) -> None:
-        log = self.logger.record
-        for k, v in sums.items():
-            if k.startswith("attn_entropy"):
-                log(f"train/{k}", float(v))  # measured on the last update only
-            elif v.dim() == 0:
-                log(f"train/{k}", float(v) / n)
-            elif k in ("q_mean", "td_target_mean", "popart_sigma"):
-                vals = (v / n).tolist()
-                for g, x in zip(self.policy.gammas.tolist(), vals):
-                    log(f"train/{k}_g{g:g}", x)
-        log("train/grad_norm", grad_norm)
-        log("train/nonfinite_skips", self._nonfinite_skips)
-        log("train/learning_rate", lr)
-        log("train/n_updates", self._n_updates, exclude="tensorboard")
-        log("replay/trajectories", self.replay.num_trajectories)
-        log("replay/steps", self.replay.num_steps)
+        record_train_stats(self, sums, n, grad_norm, lr)
 
     def _dump_logs(self) -> None:
-        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, 1e-8)
-        fps = int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed)
-        self.logger.record("time/episodes", self._episode_num, exclude="tensorboard")
-        if self.ep_info_buffer:
-            self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
-            self.logger.record("rollout/ep_len_mean", safe_mean([ep["l"] for ep in self.ep_info_buffer]))
-        if self.ep_success_buffer:
-            self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))
-        self.logger.record("rollout/exploration_eps", self.exploration.level(self.num_timesteps))
-        self.logger.record("time/fps", fps)
-        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
-        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
-        self.logger.dump(step=self.num_timesteps)
-
+        dump_rollout_logs(self)
