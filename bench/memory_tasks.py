@@ -115,19 +115,20 @@ def make_envs(task: str, algo: str, corridor: int, n_envs: int, seed: int):
     return make_vec_env(fn, n_envs=n_envs, seed=seed)
 
 
-def build_model(task: str, algo: str, env, seed: int):
+def build_model(task: str, algo: str, env, seed: int, kwargs: dict[str, Any]):
+    """The model of ``algo`` on ``env`` with constructor ``kwargs``."""
     if algo == "amago":
         from amago_sb import AMAGO
 
-        return AMAGO("Transformer", env, seed=seed, num_threads=1, **AMAGO_KWARGS[task])
+        return AMAGO("Transformer", env, seed=seed, num_threads=1, **kwargs)
     if algo == "recurrent_ppo":
         from sb3_contrib import RecurrentPPO
 
-        return RecurrentPPO("MlpLstmPolicy", env, seed=seed, **RPPO_KWARGS[task])
+        return RecurrentPPO("MlpLstmPolicy", env, seed=seed, **kwargs)
     if algo == "ppo":
         from stable_baselines3 import PPO
 
-        return PPO("MlpPolicy", env, seed=seed, **PPO_KWARGS[task])
+        return PPO("MlpPolicy", env, seed=seed, **kwargs)
     raise ValueError(f"Unknown algo {algo!r}; use one of {ALGOS}.")
 
 
@@ -162,16 +163,21 @@ class _EvalClock(BaseCallback):
         return True
 
 
-def run(task: str, algo: str, steps: int, every: int, episodes: int, seed: int, corridor: int) -> Path:
-    """Train ``algo`` on ``task`` for ``steps`` env steps, evaluating periodically; returns the JSON path."""
+def run(task: str, algo: str, steps: int, every: int, episodes: int, seed: int, corridor: int,
+        overrides: dict[str, Any] | None = None, tag: str = "") -> Path:
+    """Train ``algo`` on ``task`` for ``steps`` env steps, evaluating periodically; returns the JSON path.
+
+    ``overrides`` replace entries of the task's constructor kwargs; ``tag`` names the variant (file name and table).
+    """
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{task}_{algo}_s{seed}.json"
+    out = RESULTS / f"{task}_{algo}{'_' + tag if tag else ''}_s{seed}.json"
     env = make_envs(task, algo, corridor, 8, seed)
     eval_env = make_envs(task, algo, corridor, 8, seed + 1000)
-    model = build_model(task, algo, env, seed)
-    kwargs = {"amago": AMAGO_KWARGS, "recurrent_ppo": RPPO_KWARGS, "ppo": PPO_KWARGS}[algo][task]
-    meta = {"task": task, "algo": algo, "seed": seed, "corridor": corridor if task == "tmaze" else None,
+    kwargs = {**{"amago": AMAGO_KWARGS, "recurrent_ppo": RPPO_KWARGS, "ppo": PPO_KWARGS}[algo][task], **(overrides or {})}
+    model = build_model(task, algo, env, seed, kwargs)
+    meta = {"task": task, "algo": algo + (f" ({tag})" if tag else ""), "seed": seed,
+            "corridor": corridor if task == "tmaze" else None,
             "steps": steps, "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
             "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, 1 thread",
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_start": round(os.getloadavg()[0], 1),
@@ -252,6 +258,8 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=0, help="default per task: DEFAULT_EPISODES")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corridor", type=int, default=100)
+    p.add_argument("--kwargs", default="{}", help="JSON dict overriding the task's constructor kwargs")
+    p.add_argument("--tag", default="", help="variant name (needed with --kwargs, so results are not overwritten)")
     p.add_argument("--all", action="store_true", help="run every task x algo, then --report")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
@@ -263,7 +271,7 @@ def main() -> None:
     elif args.task and args.algo:
         task, algo = args.task, args.algo
         run(task, algo, args.steps or DEFAULT_STEPS[task, algo], args.eval_every or DEFAULT_EVERY[task],
-            args.eval_episodes or DEFAULT_EPISODES[task], args.seed, args.corridor)
+            args.eval_episodes or DEFAULT_EPISODES[task], args.seed, args.corridor, json.loads(args.kwargs), args.tag)
     elif not args.report:
         p.error("give --task and --algo, --all, or --report")
     if args.all or args.report:
