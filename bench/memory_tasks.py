@@ -239,7 +239,9 @@ def _plot(runs: list[dict], path: Path) -> None:
         for r in (x for x in runs if x["task"] == task and x["rows"]):
             steps = [row["steps"] for row in r["rows"]]
             ys = [row["success"] if task == "tmaze" else row["eval_return"] / r["oracle"] for row in r["rows"]]
-            ax.plot(steps, ys, marker="o", label=f"{r['algo']} (seed {r['seed']})")
+            base = r["algo"].split(" ")[0]
+            ax.plot(steps, ys, marker="o", ms=3, ls="-" if base == r["algo"] else ":", label=f"{r['algo']} (seed {r['seed']})",
+                    color={"amago": "tab:blue", "recurrent_ppo": "tab:orange", "ppo": "tab:green"}.get(base))
         if task == "tmaze":
             ax.axhline(0.5, ls="--", c="gray", lw=1)
             ax.set(title="Passive T-maze, corridor 100", ylabel="eval success rate (deterministic)")
