@@ -85,7 +85,8 @@ def learning_run(env_id: str, total: int, every: int = 2000, kwargs: dict | None
 
     print("| env steps | updates | wall s | CPU s | eval return (deterministic, 24 episodes) |")
     print("|---|---|---|---|---|")
-    model = AMAGO("Transformer", env_id, seed=0, **(kwargs or {}))
+    kwargs = dict(kwargs or {})
+    model = AMAGO(kwargs.pop("policy", "Transformer"), env_id, seed=0, **kwargs)
     clock["t"], clock["c"] = time.perf_counter(), time.process_time()
     model.learn(total, callback=Eval())
 
@@ -98,7 +99,7 @@ def main() -> None:
     p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--learning-run", type=int, default=0, metavar="N")
-    p.add_argument("--kwargs", default="{}", help="JSON dict of AMAGO kwargs for --learning-run")
+    p.add_argument("--kwargs", default="{}", help='JSON dict of AMAGO kwargs for --learning-run, e.g. {"policy": "FF"}')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.learning_run:
