@@ -81,34 +81,43 @@ DEFAULT_EPISODES = {"tmaze": 24, "bandit": 96}  # bandit returns are noisy (one 
 
 class BehindSchedulePenalty(gym.Wrapper):
     """Ni et al. 2023's passive T-maze shaping: ``-1 / corridor`` on every non-final step where the agent's position
-    is behind the optimal schedule (``x < t``). Observations and actions are unchanged."""
+    is behind the optimal schedule (``x < t``). Observations and actions are unchanged.
 
-    def __init__(self, env: TMazePassiveEnv):
+    With ``terminal_time_limit=True`` the time limit ends the episode as ``terminated`` (as in Ni et al.'s env)
+    instead of ``truncated``: the limit is part of the task and the agent sees the time, but a learner that bootstraps
+    through truncation believes it can still choose after the limit, so waiting at the junction looks almost as good
+    as choosing (it only costs one penalty).
+    """
+
+    def __init__(self, env: TMazePassiveEnv, *, terminal_time_limit: bool = False):
         if not isinstance(env.unwrapped, TMazePassiveEnv):
             raise TypeError(f"BehindSchedulePenalty wraps a TMazePassiveEnv, got {type(env.unwrapped).__name__}.")
         super().__init__(env)
         self.max_episode_length = env.unwrapped.max_episode_length
+        self.terminal_time_limit = terminal_time_limit
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         maze = self.env.unwrapped
         if not terminated and maze.x < maze.t:
             reward -= 1.0 / maze.corridor_length
+        if self.terminal_time_limit and truncated:
+            terminated, truncated = True, False
         return obs, reward, terminated, truncated, info
 
 
-def plain_env_fn(task: str, corridor: int) -> Callable[[], gym.Env]:
+def plain_env_fn(task: str, corridor: int, terminal_time_limit: bool = False) -> Callable[[], gym.Env]:
     """Factory of the plain (non-trajectory) env of ``task``."""
     if task == "tmaze":
-        return lambda: BehindSchedulePenalty(TMazePassiveEnv(corridor_length=corridor))
+        return lambda: BehindSchedulePenalty(TMazePassiveEnv(corridor), terminal_time_limit=terminal_time_limit)
     if task == "bandit":
         return lambda: TwoArmedBanditEnv()
     raise ValueError(f"Unknown task {task!r}; use one of {TASKS}.")
 
 
-def make_envs(task: str, algo: str, corridor: int, n_envs: int, seed: int):
+def make_envs(task: str, algo: str, corridor: int, n_envs: int, seed: int, terminal_time_limit: bool = False):
     """VecEnv for ``algo``: trajectory form for AMAGO, the plain env for the SB3 baselines."""
-    fn = plain_env_fn(task, corridor)
+    fn = plain_env_fn(task, corridor, terminal_time_limit)
     if algo == "amago":
         return make_vec_env(lambda: TrajectoryWrapper(fn(), max_episode_steps=fn().max_episode_length),
                             n_envs=n_envs, seed=seed)
@@ -164,7 +173,7 @@ class _EvalClock(BaseCallback):
 
 
 def run(task: str, algo: str, steps: int, every: int, episodes: int, seed: int, corridor: int,
-        overrides: dict[str, Any] | None = None, tag: str = "") -> Path:
+        overrides: dict[str, Any] | None = None, tag: str = "", terminal_time_limit: bool = False) -> Path:
     """Train ``algo`` on ``task`` for ``steps`` env steps, evaluating periodically; returns the JSON path.
 
     ``overrides`` replace entries of the task's constructor kwargs; ``tag`` names the variant (file name and table).
@@ -172,12 +181,12 @@ def run(task: str, algo: str, steps: int, every: int, episodes: int, seed: int, 
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{task}_{algo}{'_' + tag if tag else ''}_s{seed}.json"
-    env = make_envs(task, algo, corridor, 8, seed)
-    eval_env = make_envs(task, algo, corridor, 8, seed + 1000)
+    env = make_envs(task, algo, corridor, 8, seed, terminal_time_limit)
+    eval_env = make_envs(task, algo, corridor, 8, seed + 1000, terminal_time_limit)
     kwargs = {**{"amago": AMAGO_KWARGS, "recurrent_ppo": RPPO_KWARGS, "ppo": PPO_KWARGS}[algo][task], **(overrides or {})}
     model = build_model(task, algo, env, seed, kwargs)
     meta = {"task": task, "algo": algo + (f" ({tag})" if tag else ""), "seed": seed,
-            "corridor": corridor if task == "tmaze" else None,
+            "corridor": corridor if task == "tmaze" else None, "terminal_time_limit": terminal_time_limit,
             "steps": steps, "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
             "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, 1 thread",
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_start": round(os.getloadavg()[0], 1),
@@ -266,6 +275,7 @@ def main() -> None:
     p.add_argument("--corridor", type=int, default=100)
     p.add_argument("--kwargs", default="{}", help="JSON dict overriding the task's constructor kwargs")
     p.add_argument("--tag", default="", help="variant name (needed with --kwargs, so results are not overwritten)")
+    p.add_argument("--terminal-time-limit", action="store_true", help="T-maze: the time limit terminates (no bootstrap)")
     p.add_argument("--all", action="store_true", help="run every task x algo, then --report")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
@@ -277,7 +287,8 @@ def main() -> None:
     elif args.task and args.algo:
         task, algo = args.task, args.algo
         run(task, algo, args.steps or DEFAULT_STEPS[task, algo], args.eval_every or DEFAULT_EVERY[task],
-            args.eval_episodes or DEFAULT_EPISODES[task], args.seed, args.corridor, json.loads(args.kwargs), args.tag)
+            args.eval_episodes or DEFAULT_EPISODES[task], args.seed, args.corridor, json.loads(args.kwargs), args.tag,
+            args.terminal_time_limit)
     elif not args.report:
         p.error("give --task and --algo, --all, or --report")
     if args.all or args.report:

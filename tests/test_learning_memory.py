@@ -44,6 +44,18 @@ def test_behind_schedule_penalty_only_when_late():
     assert env.max_episode_length == 5
 
 
+def test_terminal_time_limit_turns_truncation_into_termination():
+    plain = mt.BehindSchedulePenalty(TMazePassiveEnv(corridor_length=2))
+    terminal = mt.BehindSchedulePenalty(TMazePassiveEnv(corridor_length=2), terminal_time_limit=True)
+    for env, expected in ((plain, (False, True)), (terminal, (True, False))):
+        env.reset(seed=0)
+        for _ in range(2):
+            env.step(0)
+        _, reward, terminated, truncated, _ = env.step(0)  # waiting at the junction until the limit
+        assert (terminated, truncated) == expected
+        assert reward == -0.5
+
+
 def test_behind_schedule_penalty_rejects_other_envs():
     with pytest.raises(TypeError, match="BehindSchedulePenalty wraps a TMazePassiveEnv"):
         mt.BehindSchedulePenalty(TwoArmedBanditEnv())
@@ -75,9 +87,9 @@ def test_amago_tmaze_corridor_30():
     """A few minutes on 2 shared cores: the cue must be carried 30 steps; success 50 % without memory."""
     corridor = 30
     kwargs = dict(mt.AMAGO_KWARGS["tmaze"], context_len=corridor + 4)
-    model = AMAGO("Transformer", mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=0), seed=0, num_threads=1,
-                  **kwargs)
+    env = mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=0, terminal_time_limit=True)
+    model = AMAGO("Transformer", env, seed=0, num_threads=1, **kwargs)
     model.learn(12_000)
-    eval_env = mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=1000)
+    eval_env = mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=1000, terminal_time_limit=True)
     returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=24, deterministic=True, return_episode_rewards=True)
     assert np.mean(np.asarray(returns) > 0) >= 0.9, returns
