@@ -265,3 +265,18 @@ def test_default_update_ratio_follows_n_envs():
     eight = AMAGO("Transformer", "TMazePassive-v0", seed=0)
     assert one.updates_per_phase == 1 and eight.updates_per_phase == 8  # 1 update per 16 env steps in both
     assert tiny().updates_per_phase == TINY["gradient_steps"]
+
+
+def test_long_episodes_chunked_and_acting_past_the_context():
+    model = tiny(context_len=4, chunk_len=6)  # TMaze episodes: 11 steps > chunk of 6 > context of 4
+    model.learn(120)
+    offsets = [model.replay.load(p).time_offset for p in model.replay.paths()]
+    assert max(offsets) > 0  # chunks of one episode keep their absolute position
+    batch = model.sampler.sample(16)
+    assert int(batch.time_idx.max()) >= 4  # windows from late in the episode carry absolute time indices
+    env = model.get_env()
+    obs, state, start = env.reset(), None, np.ones(2, bool)
+    for _ in range(8):  # beyond context_len: the KV cache slides
+        a, state = model.predict(obs, state, start, deterministic=True)
+        obs, _, start, _ = env.step(a)
+    assert int(state.count.max()) >= 5
