@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import sys
 import time
@@ -30,6 +29,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from zoo.signals import stop_requested_on_signals
 
 __all__ = ["CollectArgs", "Collector", "find_checkpoint", "build_parser", "main"]
 
@@ -281,6 +282,8 @@ class Collector:
             self.model.learn(2**62, callback=_Hook(), reset_num_timesteps=False, log_interval=0)
         finally:
             env.close()
+            if self.model is not None:  # other collectors' latest files may have pushed the replay past its cap
+                self.model.replay.enforce_cap()
         final = self.status(finished=True)
         write_status(self.args.replay_dir, self.collector_id, final)
         self._log(
@@ -322,12 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         collector = Collector(CollectArgs(**vars(ns)))
 
-        def _stop(signum, frame):  # finish the current step, flush unfinished episodes, write the final status
-            collector.stop_requested = True
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        collector.run()
+        with stop_requested_on_signals(collector):  # finish the step, flush unfinished episodes, write the final status
+            collector.run()
     except (ValueError, FileNotFoundError, ImportError) as err:
         parser.exit(2, f"zoo.collect: error: {err}\n")
     return 0

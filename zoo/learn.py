@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from zoo.signals import stop_requested_on_signals
 
 __all__ = ["LearnArgs", "learn", "build_parser", "main"]
 
@@ -165,21 +166,17 @@ def learn(args: LearnArgs) -> dict[str, Any]:
             find_unused_parameters=args.find_unused_parameters,
         )
 
-        def _stop(signum, frame):
-            learner.stop_requested = True
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        summary = learner.learn(
-            n_updates,
-            checkpoint_path=ckpt_dir / "latest.zip",
-            save_interval=args.save_interval,
-            log_interval=args.log_interval,
-            learning_starts=args.learning_starts if args.learning_starts >= 0 else None,
-            max_update_ratio=args.max_update_ratio if args.max_update_ratio > 0 else None,
-            max_time_s=args.max_time if args.max_time > 0 else None,
-            wait_timeout_s=args.wait_timeout,
-        )
+        with stop_requested_on_signals(learner):
+            summary = learner.learn(
+                n_updates,
+                checkpoint_path=ckpt_dir / "latest.zip",
+                save_interval=args.save_interval,
+                log_interval=args.log_interval,
+                learning_starts=args.learning_starts if args.learning_starts >= 0 else None,
+                max_update_ratio=args.max_update_ratio if args.max_update_ratio > 0 else None,
+                max_time_s=args.max_time if args.max_time > 0 else None,
+                wait_timeout_s=args.wait_timeout,
+            )
         if ctx.is_main:
             model.save(run_dir / f"{args.env}.zip")
             summary = {

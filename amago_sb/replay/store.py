@@ -305,6 +305,15 @@ class TrajectoryStore:
         finally:
             os.close(fd)
 
+    def enforce_cap(self) -> None:
+        """Rescan the directory and evict the oldest files until the cap holds.
+
+        ``add`` evicts from this writer's view, refreshed every ``refresh_interval`` s, so with several writers the cap
+        can be exceeded by about that much writing; writers call this when they stop so the cap holds afterwards.
+        """
+        self.refresh()
+        self._evict(keep="")
+
     def _over_cap(self, steps: int, nbytes: int) -> bool:
         return steps > self.max_steps or (self.max_bytes is not None and nbytes > self.max_bytes)
 
