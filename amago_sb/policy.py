@@ -32,10 +32,10 @@ from amago_sb.networks import (
     polyak_update,
 )
 from wrappers.trajectory import flatten_keys
+from wrappers.trajectory_wrapper import has_trajectory_keys, is_trajectory_space
 
 __all__ = ["AMAGOPolicy", "TransformerPolicy", "GRUPolicy", "FFPolicy", "RAW_OBS_HELP"]
 
-TRAJECTORY_KEYS = ("obs", "prev_action", "prev_reward", "time", "reset")
 RAW_OBS_HELP = (
     "AMAGO policies act on trajectory-form observations (a dict with keys 'obs', 'prev_action', 'prev_reward', "
     "'time', 'reset'). Wrap your env with wrappers.TrajectoryWrapper (or wrappers.make_env), or step the env "
@@ -100,7 +100,7 @@ class AMAGOPolicy(BasePolicy):
         if optimizer_kwargs is None:  # foreach: one fused kernel per op over all parameters (CPU defaults to a loop)
             optimizer_kwargs = {"weight_decay": weight_decay, "foreach": True}
         super().__init__(observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
-        if not isinstance(observation_space, spaces.Dict) or not all(k in observation_space.spaces for k in TRAJECTORY_KEYS):
+        if not is_trajectory_space(observation_space):
             raise ValueError(f"AMAGOPolicy needs a trajectory-form observation space, got {observation_space}. "
                              + RAW_OBS_HELP)
         self.cfg = dict(gammas=tuple(float(g) for g in gammas), context_len=context_len, num_critics=num_critics,
@@ -164,7 +164,7 @@ class AMAGOPolicy(BasePolicy):
 
     def obs_to_torch(self, observation: Any) -> tuple[dict[str, torch.Tensor], bool]:
         """Trajectory-form observations -> ``({flat_key: (n, *shape)}, vectorized)``; raw observations -> ValueError."""
-        if not isinstance(observation, Mapping) or not all(k in observation for k in TRAJECTORY_KEYS):
+        if not isinstance(observation, Mapping) or not has_trajectory_keys(observation):
             got = type(observation).__name__ if not isinstance(observation, Mapping) else f"keys {sorted(observation)}"
             raise ValueError(f"predict() got a raw observation ({got}). " + RAW_OBS_HELP)
         flat = flatten_obs(observation)

@@ -61,8 +61,16 @@ ACT_SPACES = {
 def test_contract_over_spaces(obs_name, act_name):
     act_space, dim = ACT_SPACES[act_name]
     env = TrajectoryWrapper(ToyEnv(OBS_SPACES[obs_name], act_space), max_episode_steps=5)
-    assert set(env.observation_space.spaces) == {"obs", "prev_action", "prev_reward", "time", "reset"}
-    assert env.observation_space["obs"] == OBS_SPACES[obs_name]
+    original = OBS_SPACES[obs_name]
+    if isinstance(original, spaces.Dict):  # kept flat as obs/<key> (SB3 VecEnvs reject nested Dict spaces)
+        leaves = wrappers.flatten_keys(original, prefix="obs/")
+        obs_keys = set(leaves)
+        for k, sub in leaves.items():
+            assert env.observation_space[k] == sub
+    else:
+        obs_keys = {"obs"}
+        assert env.observation_space["obs"] == original
+    assert set(env.observation_space.spaces) == obs_keys | {"prev_action", "prev_reward", "time", "reset"}
     assert env.observation_space["prev_action"].shape == (dim,)
     obs, _ = env.reset(seed=0)
     assert obs in env.observation_space
@@ -182,3 +190,14 @@ def test_make_env_and_ensure():
     assert isinstance(wrapped, TrajectoryWrapper) and wrapped.env is inst
     assert not is_trajectory_space(spaces.Dict({"obs": spaces.Discrete(2)}))
     assert "TrajectoryWrapper" in wrappers.__all__
+
+
+def test_dict_observations_stay_flat_for_sb3_vec_envs():
+    """A Dict observation becomes obs/<key> entries, so SB3's VecEnvs (which reject nested Dicts) accept the env."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    space = spaces.Dict({"pos": spaces.Box(-1, 1, (2,), np.float32), "inner": spaces.Dict({"id": spaces.Discrete(3)})})
+    venv = make_vec_env(lambda: TrajectoryWrapper(ToyEnv(space, spaces.Discrete(2))), n_envs=2)
+    obs = venv.reset()
+    assert {"obs/pos", "obs/inner/id"} <= set(obs) and obs["obs/pos"].shape == (2, 2)
+    assert is_trajectory_space(venv.observation_space)

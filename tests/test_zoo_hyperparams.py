@@ -126,12 +126,7 @@ def test_every_zoo_env_has_an_entry(algo):
 
 
 # Bugs outside the zoo, reported to the lead; each entry must still fail with this message (so a fix is noticed).
-KNOWN_FAILURES: dict[str, dict[str, str]] = {
-    "amago": {
-        # Tuple observations become Dict(obs=Dict("0", "1")) in trajectory form; SB3's VecEnvs reject nested Dicts.
-        **{f"popgym-Autoencode{lvl}-v0": "Nested observation spaces are not supported" for lvl in ("Easy", "Medium", "Hard")},
-    }
-}
+KNOWN_FAILURES: dict[str, dict[str, str]] = {}
 
 
 def _tiny(algo: str) -> dict:

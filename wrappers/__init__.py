@@ -10,7 +10,13 @@ from wrappers.registration import make_env, register_all
 from wrappers.relabel import relabel
 from wrappers.spaces import UnsupportedSpaceError
 from wrappers.trajectory import Trajectory, flatten_keys
-from wrappers.trajectory_wrapper import TRAJECTORY_KEYS, TrajectoryWrapper, ensure_trajectory_env, is_trajectory_space
+from wrappers.trajectory_wrapper import (
+    TRAJECTORY_KEYS,
+    TrajectoryWrapper,
+    ensure_trajectory_env,
+    has_trajectory_keys,
+    is_trajectory_space,
+)
 from wrappers.trial import KeepTaskError, TrialWrapper
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "Trajectory",
     "flatten_keys",
     "is_trajectory_space",
+    "has_trajectory_keys",
     "ensure_trajectory_env",
     "make_env",
     "register_all",

@@ -5,7 +5,9 @@ The observation becomes a ``Dict`` with exactly these keys (see docs/ARCHITECTUR
 ==============  ============================  ==============================================================
 key             space                         value
 ==============  ============================  ==============================================================
-``obs``         the original space            the env's observation, unchanged
+``obs``         the original space            the env's observation, unchanged (a ``Dict`` observation is
+                                              kept flat as ``obs/<key>`` entries, since SB3 VecEnvs reject
+                                              nested Dict spaces)
 ``prev_action`` ``Box((A,), float32)``        previous action (one-hot / concatenated one-hots / raw); 0 at reset
 ``prev_reward`` ``Box((1,), float32)``        reward of the previous transition; 0 at reset
 ``time``        ``Box((1,), float32)``        step / max_episode_steps when known, else the raw step count
@@ -17,6 +19,7 @@ Actions pass through unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import gymnasium as gym
@@ -24,10 +27,12 @@ import numpy as np
 from gymnasium import spaces
 
 from wrappers.spaces import UnsupportedSpaceError, action_dim, check_action_space, check_observation_space, encode_action
+from wrappers.trajectory import flatten_keys
 
 __all__ = [
     "TrajectoryWrapper",
     "is_trajectory_space",
+    "has_trajectory_keys",
     "ensure_trajectory_env",
     "TRAJECTORY_KEYS",
     "env_name",
@@ -37,9 +42,31 @@ __all__ = [
 TRAJECTORY_KEYS: tuple[str, ...] = ("obs", "prev_action", "prev_reward", "time", "reset")
 
 
+def has_trajectory_keys(keys: Iterable[str]) -> bool:
+    """True if ``keys`` hold the trajectory-form keys (``obs`` itself, or ``obs/<sub>`` keys for Dict observations)."""
+    keys = set(keys)
+    has_obs = "obs" in keys or any(k.startswith("obs/") for k in keys)
+    return has_obs and all(k in keys for k in TRAJECTORY_KEYS if k != "obs")
+
+
 def is_trajectory_space(space: spaces.Space) -> bool:
     """True if ``space`` is a ``Dict`` holding (at least) the five trajectory-form keys."""
-    return isinstance(space, spaces.Dict) and all(k in space.spaces for k in TRAJECTORY_KEYS)
+    return isinstance(space, spaces.Dict) and has_trajectory_keys(space.spaces)
+
+
+def _obs_entries(space: spaces.Space) -> dict[str, spaces.Space]:
+    """``{"obs": space}``, or ``{"obs/<sub>": leaf}`` for a ``Dict`` observation (kept flat: SB3 VecEnvs reject nesting)."""
+    return flatten_keys(space, prefix="obs/") if isinstance(space, spaces.Dict) else {"obs": space}
+
+
+def _flatten_obs(observation: Any, prefix: str = "obs/") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in observation.items():
+        if isinstance(value, dict):
+            out.update(_flatten_obs(value, prefix=f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def ensure_trajectory_env(env: gym.Env) -> gym.Env:
@@ -114,9 +141,10 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
             int(max_episode_steps) if max_episode_steps is not None else _find_max_episode_steps(env)
         )
         self._action_dim = action_dim(env.action_space)
+        self._dict_obs = isinstance(env.observation_space, spaces.Dict)
         self.observation_space = spaces.Dict(
             {
-                "obs": env.observation_space,
+                **_obs_entries(env.observation_space),
                 "prev_action": spaces.Box(-np.inf, np.inf, (self._action_dim,), np.float32),
                 "prev_reward": spaces.Box(-np.inf, np.inf, (1,), np.float32),
                 "time": spaces.Box(0.0, np.inf, (1,), np.float32),
@@ -169,7 +197,7 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
             )
         t = float(self._step) / self.max_episode_steps if self.max_episode_steps else float(self._step)
         return {
-            "obs": observation,
+            **(_flatten_obs(observation) if self._dict_obs else {"obs": observation}),
             "prev_action": self._prev_action.copy(),
             "prev_reward": np.array([self._prev_reward], np.float32),
             "time": np.array([t], np.float32),
