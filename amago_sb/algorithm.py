@@ -8,7 +8,9 @@ updates on windows drawn by :class:`~amago_sb.replay.WindowSampler` (the loss li
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
@@ -64,7 +66,8 @@ class AMAGO(BaseAlgorithm):
         learning_rate: AdamW learning rate (float or schedule); a linear warmup over ``lr_warmup_steps`` updates
             is applied on top, because early updates of a fresh Transformer are the unstable ones.
         buffer_size: replay capacity in stored transitions (oldest trajectory files deleted first).
-        replay_dir: directory of the replay files (default: a new temporary directory). Reuse one to resume.
+        replay_dir: directory of the replay files (default: a private temporary directory, deleted with the model).
+            Give one to keep the data, to resume (`AMAGO.load(path, replay_dir=...)`) or to share it with collectors.
         batch_size: windows per update.
         context_len: timesteps the policy sees, in training windows and when acting (KV-cache size).
         gammas: discount factors, all trained in parallel (multi-gamma); acting uses the largest.
@@ -200,8 +203,12 @@ class AMAGO(BaseAlgorithm):
         if self.relabel and not has_instruction:
             raise ValueError("relabel=True needs an instruction env (an 'instruction' observation key, see "
                              "wrappers.InstructionWrapper); pass relabel=False.")
-        if self.replay_dir is None:
+        if self.replay_dir is None or getattr(self, "_replay_is_temp", False):
+            # no replay_dir given: a private temporary replay, deleted when the model is garbage-collected or the
+            # process exits (a model loaded from such a run starts a fresh one; pass replay_dir to keep the data)
             self.replay_dir = tempfile.mkdtemp(prefix="amago_replay_")
+            self._replay_is_temp = True
+            weakref.finalize(self, shutil.rmtree, self.replay_dir, True)
         self.replay = TrajectoryStore(self.replay_dir, max_steps=self.buffer_size, fsync=False)
         self.sampler = WindowSampler(self.replay, self.context_len, relabel=wrappers.relabel if self.relabel else None,
                                      seed=self.seed)
@@ -248,6 +255,8 @@ class AMAGO(BaseAlgorithm):
         """
         if isinstance(path, (str, os.PathLike)):
             path = validate_checkpoint(path)
+        if kwargs.get("replay_dir") is not None:
+            kwargs["_replay_is_temp"] = False  # an explicit replay dir is the user's: resume from it, never delete it
         if env is not None and not isinstance(env, VecEnv):
             env = _prepare_env(env, 1, None)
         try:
