@@ -245,15 +245,18 @@ def _plot(runs: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, task in zip(axes, TASKS):
+        ax.set_prop_cycle(color=["tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"])
         for r in (x for x in runs if x["task"] == task and x["rows"]):
             steps = [row["steps"] for row in r["rows"]]
             ys = [row["success"] if task == "tmaze" else row["eval_return"] / r["oracle"] for row in r["rows"]]
             base = r["algo"].split(" ")[0]
+            colors = {"amago": "tab:blue", "recurrent_ppo": "tab:orange", "ppo": "tab:green"}
+            color = colors.get(base) if base == r["algo"] else None  # variants: the next color of the cycle
             ax.plot(steps, ys, marker="o", ms=3, ls="-" if base == r["algo"] else ":", label=f"{r['algo']} (seed {r['seed']})",
-                    color={"amago": "tab:blue", "recurrent_ppo": "tab:orange", "ppo": "tab:green"}.get(base))
+                    color=color)
         if task == "tmaze":
             ax.axhline(0.5, ls="--", c="gray", lw=1)
-            ax.set(title="Passive T-maze, corridor 100", ylabel="eval success rate (deterministic)")
+            ax.set(title="Passive T-maze, corridor 100 unless noted", ylabel="eval success rate (deterministic)")
         else:
             ax.axhline(15 / 24, ls="--", c="gray", lw=1)
             ax.set(title="Two-armed bandit, 30 pulls", ylabel="eval return / oracle (deterministic)")
