@@ -411,3 +411,25 @@ def test_amago_train_continue_and_enjoy(tmp_path, capsys):
     capsys.readouterr()
     assert enjoy.main(["--algo", "amago", "--env", env, "-f", str(tmp_path), "--n-episodes", "1", "--exp-id", "1"]) == 0
     assert re.search(r"episode 0: return -?[\d.]+, length 51", capsys.readouterr().out)
+
+
+def test_amago_with_subproc_vec_env(tmp_path):
+    """`--vec-env subproc` runs the training envs in SubprocVecEnv workers (one process per env)."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from zoo.envs import make_vec_env
+
+    venv = make_vec_env("popgym-RepeatPreviousEasy-v0", "amago", 2, seed=0, vec_env="subproc")
+    try:
+        assert isinstance(venv, SubprocVecEnv) and venv.num_envs == 2
+    finally:
+        venv.close()
+    env = "popgym-RepeatPreviousEasy-v0"
+    argv = ["--algo", "amago", "--env", env, "-n", "64", "-f", str(tmp_path), "--eval-freq", "-1", "--verbose", "0",
+            "--seed", "0", "--vec-env", "subproc", *AMAGO_TINY]
+    assert train.main(argv) == 0
+    run = tmp_path / "amago" / f"{env}_1"
+    assert {p.name for p in run.glob("*.monitor.csv")} == {"0.monitor.csv", "1.monitor.csv"}
+    assert list((run / "replay").glob("*.npz"))
+    with pytest.raises(ValueError, match="Unknown vec_env 'threads'"):
+        make_vec_env(env, "amago", 1, vec_env="threads")

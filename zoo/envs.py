@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from zoo.baseline_wrappers import OneHotObservation, needs_baseline_wrapper
 
@@ -99,6 +99,9 @@ def make_single_env(env_id: str, algo: str, env_kwargs: dict | None = None) -> g
     return env
 
 
+VEC_ENV_CLASSES: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+
+
 def make_vec_env(
     env_id: str,
     algo: str,
@@ -106,8 +109,10 @@ def make_vec_env(
     seed: int | None = None,
     monitor_dir: str | Path | None = None,
     env_kwargs: dict | None = None,
+    vec_env: str = "dummy",
 ) -> VecEnv:
-    """``DummyVecEnv`` of ``n_envs`` monitored envs; monitor files ``<monitor_dir>/<rank>.monitor.csv``.
+    """``DummyVecEnv`` (or ``SubprocVecEnv`` with ``vec_env="subproc"``) of ``n_envs`` monitored envs; monitor files
+    ``<monitor_dir>/<rank>.monitor.csv``.
 
     The monitor file of each env is flushed after every episode (SB3's ``ResultsWriter``), so a killed
     run keeps all finished episodes readable.
@@ -127,7 +132,9 @@ def make_vec_env(
 
         return _init
 
-    vec_env = DummyVecEnv([factory(i) for i in range(n_envs)])
+    if vec_env not in VEC_ENV_CLASSES:
+        raise ValueError(f"Unknown vec_env {vec_env!r}; use one of {sorted(VEC_ENV_CLASSES)}.")
+    venv = VEC_ENV_CLASSES[vec_env]([factory(i) for i in range(n_envs)])
     if seed is not None:
-        vec_env.seed(seed)
-    return vec_env
+        venv.seed(seed)
+    return venv

@@ -54,6 +54,7 @@ class TrainArgs:
     trained_agent: str = ""
     verbose: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    vec_env: str = "dummy"  # SB3 VecEnv class of the training envs: "dummy" or "subproc" (one process per env)
     num_threads: int = -1  # torch intra-op threads; -1 keeps torch's default (1 is fastest for small nets on a busy CPU)
 
 
@@ -149,7 +150,8 @@ def train(args: TrainArgs) -> TrainResult:
         print(f"Saving to {run_dir}")
 
     tensorboard_log = os.path.join(args.tensorboard_log, args.env) if args.tensorboard_log else None
-    env = make_vec_env(args.env, args.algo, n_envs, seed=seed, monitor_dir=run_dir, env_kwargs=args.env_kwargs)
+    env = make_vec_env(args.env, args.algo, n_envs, seed=seed, monitor_dir=run_dir, env_kwargs=args.env_kwargs,
+                       vec_env=args.vec_env)
     eval_env = None
     try:
         if args.trained_agent:

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-i", "--trained-agent", default="", help="continue training from this .zip (same algo and env)")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch default; 1 is best on a busy CPU)")
+    p.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy",
+                   help="SB3 VecEnv class for the training envs: dummy (one process) or subproc (one process per env)")
     p.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: info")
     return p
 
@@ -76,6 +78,7 @@ def args_from_namespace(ns: argparse.Namespace):
         trained_agent=ns.trained_agent,
         verbose=ns.verbose,
         num_threads=ns.num_threads,
+        vec_env=ns.vec_env,
     )
 
 
