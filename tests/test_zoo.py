@@ -433,3 +433,15 @@ def test_amago_with_subproc_vec_env(tmp_path):
     assert list((run / "replay").glob("*.npz"))
     with pytest.raises(ValueError, match="Unknown vec_env 'threads'"):
         make_vec_env(env, "amago", 1, vec_env="threads")
+
+
+def test_learn_default_budget_follows_amago_update_ratio():
+    """zoo.learn's default update count = the updates a single-process run of the yml budget would make."""
+    from amago_sb import AMAGO
+    from zoo.learn import default_n_updates
+
+    kw = dict(n_envs=8, train_freq=16, policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2))
+    model = AMAGO("Transformer", "popgym-RepeatPreviousEasy-v0", **kw)  # gradient_steps=None: 1 update / 16 env steps
+    assert default_n_updates({"n_timesteps": 20_000, "n_envs": 8}, model) == 20_000 // 16 == model.updates_per_phase * 20_000 // (16 * 8)
+    model = AMAGO("Transformer", "popgym-RepeatPreviousEasy-v0", gradient_steps=4, **kw)
+    assert default_n_updates({"n_timesteps": 1280, "n_envs": 8}, model) == 1280 * 4 // (16 * 8)

@@ -100,7 +100,9 @@ def _build_model(args: LearnArgs, ctx, seed: int, raw: dict, hyperparams: dict, 
 def default_n_updates(raw: dict, model) -> int:
     """Updates of a single-process run of the yml budget: ``n_timesteps * gradient_steps / (train_freq * n_envs)``."""
     n_envs = int(raw.get("n_envs", 1))
-    return max(1, math.ceil(int(raw.get("n_timesteps", 0)) * model.gradient_steps / (model.train_freq * n_envs)))
+    # gradient_steps=None means AMAGO's default ratio (AMAGO.updates_per_phase): 1 update per 16 env steps
+    per_phase = model.gradient_steps if model.gradient_steps is not None else max(1, round(model.train_freq * n_envs / 16))
+    return max(1, math.ceil(int(raw.get("n_timesteps", 0)) * per_phase / (model.train_freq * n_envs)))
 
 
 def learn(args: LearnArgs) -> dict[str, Any]:
