@@ -124,10 +124,18 @@ def init_distributed(
     return DistContext(rank, world_size, local_rank, backend, device)
 
 
-def cleanup_distributed() -> None:
-    """Leave the process group (no-op if none)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup_distributed(wait_for_peers: bool = False) -> None:
+    """Leave the process group (no-op if none).
+
+    ``wait_for_peers``: first meet every rank at a barrier (use it on the normal exit path). Gloo can abort a process
+    (``terminate called without an active exception``) that tears its group down while a peer still talks to it,
+    e.g. rank 1 leaving while rank 0 writes the final model; on an error path a barrier could hang, so it is opt-in.
+    """
+    if not dist.is_initialized():
+        return
+    if wait_for_peers and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -123,6 +123,7 @@ def learn(args: LearnArgs) -> dict[str, Any]:
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     ctx = init_distributed(args.backend, args.device)
+    finished = False
     try:
         seed = args.seed if args.seed >= 0 else int(np.random.randint(2**31 - 1))
         run_dir = None
@@ -195,9 +196,11 @@ def learn(args: LearnArgs) -> dict[str, Any]:
                     f"({summary['updates_per_s']:.2f}/s); final model {run_dir / (args.env + '.zip')}",
                     flush=True,
                 )
+        del learner  # drop the DDP wrapper (and its gradient hooks) before the group goes away
+        finished = True
         return {**summary, "run_dir": str(run_dir)}
     finally:
-        cleanup_distributed()
+        cleanup_distributed(wait_for_peers=finished)
 
 
 def build_parser() -> argparse.ArgumentParser:
