@@ -6,8 +6,8 @@ Two tasks, chosen because the original AMAGO and SB3 baselines have published-st
   step and the choice comes ``corridor`` steps later; an episode is ``corridor + 1`` steps, so only a policy that walks
   right at every step reaches the junction. As in Ni et al. 2023's passive T-maze (the version the original AMAGO
   solves), every corridor step on which the agent is behind the optimal schedule costs ``1 / corridor``
-  (:class:`BehindSchedulePenalty`; the shipped env has no such term and without it random exploration never reaches
-  the junction: 100 right moves in a row). Reward at the junction: +1 right side, -1 wrong side. Optimal return 1.0;
+  (``behind_schedule_penalty=True``; without it random exploration never reaches the junction: 100 right moves in a
+  row). Reward at the junction: +1 right side, -1 wrong side. Optimal return 1.0;
   a memoryless policy that walks right and guesses gets 0.0 on average.
 * ``bandit``: ``TwoArmedBandit-v0``: 30 pulls per episode, good arm (p=0.8 vs 0.2) drawn anew every episode, constant
   observation. AMAGO sees the previous action and reward (trajectory form) and can adapt in context; the SB3
@@ -79,37 +79,10 @@ DEFAULT_EVERY = {"tmaze": 4000, "bandit": 1000}
 DEFAULT_EPISODES = {"tmaze": 24, "bandit": 96}  # bandit returns are noisy (one episode: 30 Bernoulli pulls)
 
 
-class BehindSchedulePenalty(gym.Wrapper):
-    """Ni et al. 2023's passive T-maze shaping: ``-1 / corridor`` on every non-final step where the agent's position
-    is behind the optimal schedule (``x < t``). Observations and actions are unchanged.
-
-    With ``terminal_time_limit=True`` the time limit ends the episode as ``terminated`` (as in Ni et al.'s env)
-    instead of ``truncated``: the limit is part of the task and the agent sees the time, but a learner that bootstraps
-    through truncation believes it can still choose after the limit, so waiting at the junction looks almost as good
-    as choosing (it only costs one penalty).
-    """
-
-    def __init__(self, env: TMazePassiveEnv, *, terminal_time_limit: bool = False):
-        if not isinstance(env.unwrapped, TMazePassiveEnv):
-            raise TypeError(f"BehindSchedulePenalty wraps a TMazePassiveEnv, got {type(env.unwrapped).__name__}.")
-        super().__init__(env)
-        self.max_episode_length = env.unwrapped.max_episode_length
-        self.terminal_time_limit = terminal_time_limit
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        maze = self.env.unwrapped
-        if not terminated and maze.x < maze.t:
-            reward -= 1.0 / maze.corridor_length
-        if self.terminal_time_limit and truncated:
-            terminated, truncated = True, False
-        return obs, reward, terminated, truncated, info
-
-
 def plain_env_fn(task: str, corridor: int, terminal_time_limit: bool = False) -> Callable[[], gym.Env]:
     """Factory of the plain (non-trajectory) env of ``task``."""
     if task == "tmaze":
-        return lambda: BehindSchedulePenalty(TMazePassiveEnv(corridor), terminal_time_limit=terminal_time_limit)
+        return lambda: TMazePassiveEnv(corridor, behind_schedule_penalty=True, time_limit_terminates=terminal_time_limit)
     if task == "bandit":
         return lambda: TwoArmedBanditEnv()
     raise ValueError(f"Unknown task {task!r}; use one of {TASKS}.")

@@ -33,7 +33,7 @@ def _collector(tmp: Path, i: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "zoo.collect", "--env", ENV, "--replay-dir", str(tmp / "replay"), "--checkpoint",
            str(tmp / "ckpt"), "--n-envs", "2", "--seed", str(i), "--collector-id", f"c{i}", "--reload-interval", "0.2",
            "--status-interval", "0.2", "--manifest", str(tmp / f"manifest{i}.txt"), "--wait-checkpoint", "60",
-           "--verbose", "0"]
+           "--verbose", "0", "--env-kwargs", "corridor_length:10"]  # the learner's env (not the yml's corridor 100)
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

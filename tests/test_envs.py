@@ -12,8 +12,9 @@ from gymnasium.utils.env_checker import check_env
 import wrappers  # noqa: F401  (registers the ids)
 from wrappers import KeepTaskError, TrialWrapper, is_trajectory_space, make_env
 from wrappers.envs.bandits import MetaBanditEnv, TwoArmedBanditEnv
-from wrappers.envs.goal_grid import GoalGridEnv
+from wrappers.envs.goal_grid import GOAL_GRID_VOCABULARY, GoalGridEnv, has_held_out_pair
 from wrappers.envs.tmaze import TMazePassiveEnv
+from wrappers.instruction import PAD
 
 
 @pytest.mark.parametrize("env_cls", [GoalGridEnv, MetaBanditEnv, TwoArmedBanditEnv, TMazePassiveEnv])
@@ -59,6 +60,26 @@ def test_goal_grid_time_is_normalized():
         obs, _, term, trunc, _ = env.step(0)  # stay: nothing achieved
         assert obs["time"][0] == pytest.approx(t / 20)
     assert trunc and not term
+
+
+def test_goal_grid_held_out_split_separates_instructions():
+    env, rng = GoalGridEnv(), np.random.default_rng(0)
+    draws = {split: [env.sample_instruction(rng, 3, split) for _ in range(400)] for split in ("all", "train", "test")}
+    assert not any(has_held_out_pair(g) for g in draws["train"])
+    assert all(has_held_out_pair(g) and 2 <= len(g) <= 3 for g in draws["test"])
+    assert 0 < np.mean([has_held_out_pair(g) for g in draws["all"]]) < 0.5  # "all" mixes both
+    assert {len(g) for g in draws["train"]} == {1, 2, 3}
+    # the registered instruction env hands the held-out instruction to the agent in its observation
+    test_env = gym.make("GoalGridInstruction-v0", split="test")
+    decode = test_env.get_wrapper_attr("decode_goal")
+    for seed in range(20):
+        obs, _ = test_env.reset(seed=seed)
+        goals = [decode(row) for row in obs["instruction"] if row[0] != PAD]
+        assert has_held_out_pair(goals) and all(g[0] in GOAL_GRID_VOCABULARY for g in goals), goals
+    with pytest.raises(ValueError, match="split must be one of"):
+        gym.make("GoalGridInstruction-v0", split="val")
+    with pytest.raises(ValueError, match="instruction_len >= 2"):
+        gym.make("GoalGridInstruction-v0", split="test", instruction_len=1)
 
 
 def test_check_env_trial_wrapper():
@@ -163,6 +184,35 @@ def test_tmaze_memory_task():
     assert not trunc and env.step(1)[3] is True  # truncated after corridor_length + 1 steps
     traj = make_env("TMazePassive-v0", corridor_length=4)
     assert traj.max_episode_steps == 5
+
+
+def test_tmaze_behind_schedule_penalty_only_when_late():
+    """Walking right every step costs nothing; one wasted step costs 1/corridor on every later corridor step."""
+    env = TMazePassiveEnv(corridor_length=4, behind_schedule_penalty=True)
+    obs, info = env.reset(seed=0)
+    assert [env.step(0)[1] for _ in range(4)] == [0.0] * 4
+    _, reward, terminated, _, info = env.step(2 if info["cue"] == 1 else 3)
+    assert terminated and reward == 1.0 and info["success"]
+    env.reset(seed=1)
+    rewards = [env.step(a)[1] for a in (2, 0, 0, 0)]  # "up" inside the corridor wastes the first step
+    np.testing.assert_allclose(rewards, [-0.25] * 4)
+    plain = TMazePassiveEnv(corridor_length=4)
+    plain.reset(seed=1)
+    assert [plain.step(a)[1] for a in (2, 0, 0, 0)] == [0.0] * 4  # off by default
+
+
+def test_tmaze_time_limit_terminates_option():
+    for flag, expected in ((False, (False, True)), (True, (True, False))):
+        env = TMazePassiveEnv(corridor_length=2, behind_schedule_penalty=True, time_limit_terminates=flag)
+        env.reset(seed=0)
+        for _ in range(2):
+            env.step(0)
+        _, reward, terminated, truncated, info = env.step(0)  # waiting at the junction until the limit
+        assert (terminated, truncated) == expected and reward == -0.5 and info["success"] is False
+    # through gymnasium.make and the trajectory form (the zoo's path): the reset flag follows the termination
+    traj = make_env("TMazePassive-v0", corridor_length=2, behind_schedule_penalty=True, time_limit_terminates=True)
+    traj.reset(seed=0)
+    assert [traj.step(0)[2] for _ in range(3)] == [False, False, True]
 
 
 def test_toy_env_bad_arguments():

@@ -13,8 +13,6 @@ import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from amago_sb import AMAGO
-from wrappers.envs.bandits import TwoArmedBanditEnv
-from wrappers.envs.tmaze import TMazePassiveEnv
 
 
 def _load_bench():
@@ -27,38 +25,6 @@ def _load_bench():
 
 
 mt = _load_bench()
-
-
-def test_behind_schedule_penalty_only_when_late():
-    """Walking right every step costs nothing; one wasted step costs 1/corridor on every later corridor step."""
-    env = mt.BehindSchedulePenalty(TMazePassiveEnv(corridor_length=4))
-    obs, info = env.reset(seed=0)
-    rewards = [env.step(0)[1] for _ in range(4)]
-    assert rewards == [0.0] * 4
-    _, reward, terminated, _, info = env.step(2 if info["cue"] == 1 else 3)
-    assert terminated and reward == 1.0 and info["success"]
-
-    env.reset(seed=1)
-    rewards = [env.step(a)[1] for a in (2, 0, 0, 0)]  # "up" inside the corridor wastes the first step
-    np.testing.assert_allclose(rewards, [-0.25] * 4)
-    assert env.max_episode_length == 5
-
-
-def test_terminal_time_limit_turns_truncation_into_termination():
-    plain = mt.BehindSchedulePenalty(TMazePassiveEnv(corridor_length=2))
-    terminal = mt.BehindSchedulePenalty(TMazePassiveEnv(corridor_length=2), terminal_time_limit=True)
-    for env, expected in ((plain, (False, True)), (terminal, (True, False))):
-        env.reset(seed=0)
-        for _ in range(2):
-            env.step(0)
-        _, reward, terminated, truncated, _ = env.step(0)  # waiting at the junction until the limit
-        assert (terminated, truncated) == expected
-        assert reward == -0.5
-
-
-def test_behind_schedule_penalty_rejects_other_envs():
-    with pytest.raises(TypeError, match="BehindSchedulePenalty wraps a TMazePassiveEnv"):
-        mt.BehindSchedulePenalty(TwoArmedBanditEnv())
 
 
 def test_make_envs_forms():

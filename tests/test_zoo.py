@@ -353,6 +353,23 @@ AMAGO_TINY = [
 
 
 @pytest.mark.skipif(_amago_import_error() is not None, reason=f"amago_sb.AMAGO cannot be imported: {_amago_import_error()}")
+def test_env_kwargs_from_yml_and_cli_reach_train_and_enjoy(tmp_path, capsys):
+    """TMazePassive-v0's yml entry sets Ni et al.'s env options; --env-kwargs overrides single keys; enjoy reuses them."""
+    argv = ["--algo", "ppo", "--env", "TMazePassive-v0", "-n", "64", "-f", str(tmp_path), "--eval-freq", "-1",
+            "--verbose", "0", "--env-kwargs", "corridor_length:3", *TINY]
+    assert train.main(argv) == 0
+    saved = yaml.safe_load((tmp_path / "ppo" / "TMazePassive-v0_1" / "TMazePassive-v0" / "args.yml").read_text())
+    assert saved["env_kwargs"] == {"corridor_length": 3, "behind_schedule_penalty": True, "time_limit_terminates": True}
+    lengths = np.loadtxt(tmp_path / "ppo" / "TMazePassive-v0_1" / "0.monitor.csv", delimiter=",", skiprows=2)[:, 1]
+    assert lengths.max() <= 4  # corridor 3: every episode ends within corridor + 1 steps
+    capsys.readouterr()
+    assert enjoy.main(["--algo", "ppo", "--env", "TMazePassive-v0", "-f", str(tmp_path), "--n-episodes", "2"]) == 0
+    assert all(int(n) <= 4 for n in re.findall(r"length (\d+)", capsys.readouterr().out))
+    with pytest.raises(SystemExit):
+        train.main([*argv[:-len(TINY)], "--env-kwargs", "corridor:3", *TINY])
+    assert "corridor" in capsys.readouterr().err
+
+
 def test_amago_train_continue_and_enjoy(tmp_path, capsys):
     """AMAGO through the same CLI: rl-zoo layout and evaluations, -i continuation, enjoy with its context state."""
     env = "popgym-RepeatPreviousEasy-v0"

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from zoo.algos import build_model, check_algo, get_algo_class
 from zoo.baseline_wrappers import OneHotObservation, needs_baseline_wrapper
 from zoo.envs import check_env_id, expand_env_groups, make_vec_env, zoo_env_ids
-from zoo.hyperparams import load_hyperparams, parse_overrides, resolve_hyperparams
+from zoo.hyperparams import load_hyperparams, parse_overrides, resolve_env_kwargs, resolve_hyperparams
 
 
 @pytest.fixture(autouse=True)
@@ -144,10 +144,10 @@ def test_every_entry_builds_and_predicts(algo):
     table = load_hyperparams(algo)
     failures = {}
     for env_id in [e for e in table if e != "default"]:
-        _, hp = resolve_hyperparams(algo, env_id, _tiny(algo), table)
+        raw, hp = resolve_hyperparams(algo, env_id, _tiny(algo), table)
         env = None
         try:
-            env = make_vec_env(env_id, algo, n_envs=1, seed=0)
+            env = make_vec_env(env_id, algo, n_envs=1, seed=0, env_kwargs=resolve_env_kwargs(algo, env_id, raw))
             model = build_model(algo, env, hp, seed=0, device="cpu")
             obs = env.reset()
             action, _ = model.predict(obs, state=None, episode_start=np.ones(1, bool), deterministic=True)

@@ -70,13 +70,13 @@ def build_model(
     verbose: int = 0,
     device: str = "auto",
 ) -> BaseAlgorithm:
-    """Construct ``algo`` on ``env`` from converted hyperparameters (``n_timesteps`` / ``n_envs`` are dropped).
+    """Construct ``algo`` on ``env`` from converted hyperparameters (``n_timesteps``, ``n_envs``, ``env_kwargs`` dropped).
 
     Raises:
         ValueError: a hyperparameter is not an argument of the algorithm's constructor (close matches named).
     """
     cls = get_algo_class(algo)
-    kwargs = {k: v for k, v in hyperparams.items() if k not in ("n_timesteps", "n_envs")}
+    kwargs = {k: v for k, v in hyperparams.items() if k not in ("n_timesteps", "n_envs", "env_kwargs")}
     policy = kwargs.pop("policy", None)
     if policy is None:
         raise ValueError(

@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class CollectArgs:
     num_threads: int = 1
     manifest: str = ""  # append the name of every written file to this text file (auditing, tests)
     verbose: int = 1
+    env_kwargs: dict = field(default_factory=dict)  # over the yml's env_kwargs (zoo/hyperparams/amago.yml)
 
 
 def find_checkpoint(source: str | os.PathLike) -> Path | None:
@@ -148,11 +149,14 @@ class Collector:
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
         from zoo.envs import check_env_id, make_single_env
+        from zoo.hyperparams import resolve_env_kwargs
 
         check_env_id(self.args.env)
         env_id = self.args.env
         cls = SubprocVecEnv if self.args.vec_env == "subproc" else DummyVecEnv
-        return make_vec_env(lambda: make_single_env(env_id, "amago"), n_envs=self.args.n_envs, seed=self.seed, vec_env_cls=cls)
+        env_kwargs = resolve_env_kwargs("amago", env_id, cli=self.args.env_kwargs)
+        return make_vec_env(lambda: make_single_env(env_id, "amago", env_kwargs), n_envs=self.args.n_envs, seed=self.seed,
+                            vec_env_cls=cls)
 
     def _load(self, env) -> Any:
         from amago_sb import AMAGO
@@ -314,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="torch device for acting (default: cpu)")
     p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch threads (default 1)")
     p.add_argument("--manifest", default=d.manifest, help="append every written file name to this file")
+    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
+                   help="env keyword arguments over the yml's env_kwargs (as given to zoo.train)")
     p.add_argument("--verbose", type=int, default=d.verbose, help="0: quiet, 1: info")
     return p
 
@@ -323,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        collector = Collector(CollectArgs(**vars(ns)))
+        from zoo.hyperparams import parse_overrides
+
+        collector = Collector(CollectArgs(**{**vars(ns), "env_kwargs": parse_overrides(ns.env_kwargs)}))
 
         with stop_requested_on_signals(collector):  # finish the step, flush unfinished episodes, write the final status
             collector.run()

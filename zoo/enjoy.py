@@ -16,12 +16,26 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 __all__ = ["find_model", "run_episodes", "save_gif", "main"]
+
+
+def run_env_kwargs(model_path: str | Path, algo: str, env_id: str, cli: list[str] | None = None) -> dict[str, Any]:
+    """The env kwargs a run trained with (its ``args.yml``; the yml's for runs that did not record them), then the
+    ``--env-kwargs`` items ``cli``."""
+    from zoo.hyperparams import parse_overrides, resolve_env_kwargs
+
+    for args_file in Path(model_path).parent.glob("*/args.yml"):
+        saved = yaml.safe_load(args_file.read_text()) or {}
+        if "env_kwargs" in saved:
+            return {**(saved["env_kwargs"] or {}), **parse_overrides(cli)}
+    return resolve_env_kwargs(algo, env_id, cli=parse_overrides(cli))
 
 
 def find_model(
@@ -137,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic choice")
     p.add_argument("--gif", default="", help="write the image observations to this GIF (image envs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
+                   help="env keyword arguments over those of the run (args.yml) or the yml, e.g. corridor_length:30")
     p.add_argument("--device", default="auto")
     return p
 
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         trained_on = checkpoint_env_id(path)
         if trained_on is not None and trained_on != ns.env:
             raise ValueError(f"{path} was trained on {trained_on!r}, not {ns.env!r}.")
-        env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed)
+        env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed, env_kwargs=run_env_kwargs(path, ns.algo, ns.env, ns.env_kwargs))
         model = get_algo_class(ns.algo).load(path, env=env, device=ns.device)
     except (ValueError, FileNotFoundError, ImportError) as err:
         parser.exit(2, f"zoo.enjoy: error: {err}\n")

@@ -87,13 +87,19 @@ def is_project_env(env_id: str) -> bool:
 def make_single_env(env_id: str, algo: str, env_kwargs: dict | None = None) -> gym.Env:
     """One env as ``algo`` needs it: trajectory form for ``amago``, plain (+ :class:`OneHotObservation`) otherwise."""
     env_kwargs = dict(env_kwargs or {})
-    if algo == "amago":
-        import wrappers
+    try:
+        if algo == "amago":
+            import wrappers
 
-        return wrappers.make_env(env_id, **env_kwargs)
-    if is_project_env(env_id):
-        env_kwargs.setdefault("trajectory", False)
-    env = gym.make(env_id, **env_kwargs)
+            return wrappers.make_env(env_id, **env_kwargs)
+        if is_project_env(env_id):
+            env_kwargs.setdefault("trajectory", False)
+        env = gym.make(env_id, **env_kwargs)
+    except TypeError as err:
+        if "keyword argument" not in str(err):
+            raise
+        raise ValueError(f"{env_id} does not take the env kwargs {env_kwargs} ({err}); fix --env-kwargs or env_kwargs "
+                         f"in zoo/hyperparams/{algo}.yml.") from err
     if needs_baseline_wrapper(env.observation_space):
         env = OneHotObservation(env)
     return env

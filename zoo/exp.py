@@ -29,7 +29,7 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 from zoo.algos import build_model, check_algo, check_hyperparams, get_algo_class
 from zoo.envs import check_env_id, make_vec_env
-from zoo.hyperparams import SPECIAL_KEYS, convert_value, resolve_hyperparams
+from zoo.hyperparams import SPECIAL_KEYS, convert_value, resolve_env_kwargs, resolve_hyperparams
 
 __all__ = ["TrainArgs", "TrainResult", "train", "next_run_dir", "checkpoint_env_id"]
 
@@ -131,6 +131,7 @@ def train(args: TrainArgs) -> TrainResult:
         raise ValueError(f"No training budget: pass -n/--n-timesteps or set n_timesteps in zoo/hyperparams/{args.algo}.yml.")
     seed = args.seed if args.seed >= 0 else int(np.random.randint(2**31 - 1))
     n_envs = int(raw.get("n_envs", 1))
+    env_kwargs = resolve_env_kwargs(args.algo, args.env, raw, args.env_kwargs)
     check_hyperparams(args.algo, hyperparams)  # all input checks before anything is written
     if args.trained_agent:
         _check_trained_agent(args)
@@ -144,13 +145,14 @@ def train(args: TrainArgs) -> TrainResult:
     if args.algo == "amago" and not args.trained_agent and raw.get("replay_dir") is None:
         # keep AMAGO's replay with its run (not in a temp dir that nobody removes); `-i` then resumes with it
         raw["replay_dir"] = hyperparams["replay_dir"] = str(run_dir / "replay")
-    _write_yaml(run_dir / args.env / "args.yml", {**asdict(args), "seed": seed, "n_timesteps": n_timesteps})
+    _write_yaml(run_dir / args.env / "args.yml",
+                {**asdict(args), "seed": seed, "n_timesteps": n_timesteps, "env_kwargs": env_kwargs})
     _write_yaml(run_dir / args.env / "config.yml", {**raw, "n_timesteps": n_timesteps})
     if args.verbose:
         print(f"Saving to {run_dir}")
 
     tensorboard_log = os.path.join(args.tensorboard_log, args.env) if args.tensorboard_log else None
-    env = make_vec_env(args.env, args.algo, n_envs, seed=seed, monitor_dir=run_dir, env_kwargs=args.env_kwargs,
+    env = make_vec_env(args.env, args.algo, n_envs, seed=seed, monitor_dir=run_dir, env_kwargs=env_kwargs,
                        vec_env=args.vec_env)
     eval_env = None
     try:
@@ -170,7 +172,7 @@ def train(args: TrainArgs) -> TrainResult:
         model.zoo_algo = args.algo
         callbacks = []
         if args.eval_freq > 0:
-            eval_env = make_vec_env(args.env, args.algo, args.n_eval_envs, seed=seed + 10_000, env_kwargs=args.env_kwargs)
+            eval_env = make_vec_env(args.env, args.algo, args.n_eval_envs, seed=seed + 10_000, env_kwargs=env_kwargs)
             callbacks.append(
                 EvalCallback(
                     eval_env,

@@ -6,7 +6,9 @@ per-env entries only say what differs). A few keys are not constructor arguments
 
 * ``n_timesteps``: training budget used when ``-n`` is not given;
 * ``n_envs``: number of parallel envs (``DummyVecEnv``);
-* ``policy``: policy name (``MlpPolicy``, ``MlpLstmPolicy``, ``Transformer``, ...).
+* ``policy``: policy name (``MlpPolicy``, ``MlpLstmPolicy``, ``Transformer``, ...);
+* ``env_kwargs``: keyword arguments of the env (``gymnasium.make(env_id, **env_kwargs)``), e.g. the T-maze's corridor
+  length; ``--env-kwargs key:value`` on the command line overrides single keys (rl-zoo has only the CLI form).
 
 Values that rl-zoo writes as strings keep its meaning: ``lin_3e-4`` is a linear schedule from 3e-4 to 0 (for
 ``learning_rate``, ``clip_range``...), and ``policy_kwargs`` is a YAML mapping whose ``activation_fn`` may name
@@ -29,6 +31,7 @@ __all__ = [
     "load_hyperparams",
     "parse_overrides",
     "resolve_hyperparams",
+    "resolve_env_kwargs",
     "linear_schedule",
     "convert_value",
     "check_constructor_kwargs",
@@ -36,7 +39,7 @@ __all__ = [
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 # Keys of a yml entry that the zoo consumes itself (not passed to the algorithm's constructor).
-SPECIAL_KEYS = ("n_timesteps", "n_envs", "policy")
+SPECIAL_KEYS = ("n_timesteps", "n_envs", "policy", "env_kwargs")
 _SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 _ACTIVATIONS = {
     "tanh": "Tanh",
@@ -157,6 +160,22 @@ def resolve_hyperparams(
             raw[key] = value
     converted = {k: convert_value(k, v) for k, v in raw.items()}
     return raw, converted
+
+
+def resolve_env_kwargs(algo: str, env_id: str, raw: dict[str, Any] | None = None,
+                       cli: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The env's keyword arguments: ``env_kwargs`` of the merged yml entry ``raw`` (default: read it for
+    ``algo``/``env_id``), then the ``--env-kwargs`` items ``cli`` (later wins).
+
+    Raises:
+        ValueError: ``env_kwargs`` in the yml is not a mapping.
+    """
+    if raw is None:
+        raw, _ = resolve_hyperparams(algo, env_id)
+    from_yml = raw.get("env_kwargs") or {}
+    if not isinstance(from_yml, dict):
+        raise ValueError(f"env_kwargs of {env_id!r} in zoo/hyperparams/{algo}.yml must be a mapping, got {from_yml!r}.")
+    return {**from_yml, **(cli or {})}
 
 
 def check_constructor_kwargs(algo: str, kwargs: dict[str, Any], valid: list[str]) -> None:

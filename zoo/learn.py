@@ -56,6 +56,7 @@ class LearnArgs:
     num_threads: int = 1
     find_unused_parameters: bool = False
     verbose: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # over the yml's env_kwargs (spaces only)
 
 
 def _broadcast(obj: Any) -> Any:
@@ -70,9 +71,10 @@ def _build_model(args: LearnArgs, ctx, seed: int, raw: dict, hyperparams: dict, 
     from amago_sb import AMAGO
     from zoo.algos import build_model
     from zoo.envs import make_vec_env
-    from zoo.hyperparams import SPECIAL_KEYS, convert_value
+    from zoo.hyperparams import SPECIAL_KEYS, convert_value, resolve_env_kwargs
 
-    env = make_vec_env(args.env, "amago", 1, seed=seed)  # the learner only needs the spaces
+    env_kwargs = resolve_env_kwargs("amago", args.env, raw, args.env_kwargs)
+    env = make_vec_env(args.env, "amago", 1, seed=seed, env_kwargs=env_kwargs)  # the learner only needs the spaces
     if args.trained_agent:  # as zoo.train -i: the checkpoint's settings, changed only by explicit -params
         overrides = {k: convert_value(k, v) for k, v in args.hyperparams.items() if k not in SPECIAL_KEYS}
         model = AMAGO.load(
@@ -232,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tb", "--tensorboard-log", default="", help="tensorboard log dir (default: none)")
     p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch threads per rank (default 1)")
     p.add_argument("--find-unused-parameters", action="store_true", help="DDP option for custom policies")
+    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
+                   help="env keyword arguments over the yml's env_kwargs (the learner only uses the spaces)")
     p.add_argument("--verbose", type=int, default=d.verbose, help="0: quiet, 1: info")
     return p
 
@@ -243,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.hyperparams import parse_overrides
 
     try:
-        learn(LearnArgs(**{**vars(ns), "hyperparams": parse_overrides(ns.hyperparams)}))
+        learn(LearnArgs(**{**vars(ns), "hyperparams": parse_overrides(ns.hyperparams),
+                           "env_kwargs": parse_overrides(ns.env_kwargs)}))
     except (ValueError, FileNotFoundError, ImportError, TimeoutError) as err:
         parser.exit(2, f"zoo.learn: error: {err}\n")
     return 0

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY:VALUE",
         help='override hyperparameters; values are YAML, e.g. learning_rate:1e-3 policy_kwargs:"{net_arch: [64]}"',
     )
+    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
+                   help="env keyword arguments over the yml's env_kwargs, e.g. corridor_length:30")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-i", "--trained-agent", default="", help="continue training from this .zip (same algo and env)")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch default; 1 is best on a busy CPU)")
@@ -74,6 +76,7 @@ def args_from_namespace(ns: argparse.Namespace):
         tensorboard_log=ns.tensorboard_log,
         progress=ns.progress,
         hyperparams=parse_overrides(ns.hyperparams),
+        env_kwargs=parse_overrides(ns.env_kwargs),
         device=ns.device,
         trained_agent=ns.trained_agent,
         verbose=ns.verbose,

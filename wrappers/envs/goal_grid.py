@@ -9,6 +9,11 @@ steps (50) for instructions such as
 
 Observation: ``Box(0, 1, (2 + 2 * n_objects,), float32)``, the agent's (row, col) then each object's (row, col),
 divided by ``size - 1``.
+
+Held-out instructions: ``split="train"`` never draws an instruction in which one of :data:`HELD_OUT_PAIRS` follows
+the other (e.g. "reach red, then reach blue"); ``split="test"`` draws only such instructions (2..k goals). Train on
+``"train"`` and evaluate on ``"test"`` to measure generalization to unseen goal sequences: hindsight relabeling can
+still produce the held-out sequences from what the agent happened to achieve, training on them never does.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["GoalGridEnv", "COLOURS", "GOAL_GRID_VOCABULARY", "make_goal_grid_instruction"]
+__all__ = ["GoalGridEnv", "COLOURS", "GOAL_GRID_VOCABULARY", "HELD_OUT_PAIRS", "has_held_out_pair",
+           "make_goal_grid_instruction"]
 
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 GOAL_GRID_VOCABULARY: tuple[str, ...] = ("reach", *COLOURS)
+HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset({("red", "blue"), ("green", "red")})
+SPLITS = ("all", "train", "test")
 _MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
 
 
@@ -72,28 +80,43 @@ class GoalGridEnv(gym.Env):
         self.t += 1
         return self._obs(), 0.0, False, self.t >= self.max_episode_length, {"achieved_goals": achieved}
 
-    def sample_instruction(self, rng: np.random.Generator, k: int = 3) -> list[tuple[str, str]]:
-        """1..k ``("reach", colour)`` goals, no colour twice in a row."""
-        goals: list[tuple[str, str]] = []
-        for _ in range(int(rng.integers(1, k + 1))):
-            options = [c for c in self.colours if not goals or goals[-1][1] != c]
-            goals.append(("reach", options[int(rng.integers(len(options)))]))
-        return goals
+    def sample_instruction(self, rng: np.random.Generator, k: int = 3, split: str = "all") -> list[tuple[str, str]]:
+        """1..k ``("reach", colour)`` goals, no colour twice in a row; ``split`` as in the module docstring."""
+        if split not in SPLITS:
+            raise ValueError(f"GoalGrid split must be one of {SPLITS}, got {split!r}.")
+        if split == "test" and (k < 2 or not any(a in self.colours and b in self.colours for a, b in HELD_OUT_PAIRS)):
+            raise ValueError(f"GoalGrid split='test' needs instruction_len >= 2 and n_objects >= 3 (the colours of "
+                             f"{sorted(HELD_OUT_PAIRS)}), got k={k}, n_objects={self.n_objects}.")
+        while True:
+            goals: list[tuple[str, str]] = []
+            for _ in range(int(rng.integers(2 if split == "test" else 1, k + 1))):
+                options = [c for c in self.colours if not goals or goals[-1][1] != c]
+                goals.append(("reach", options[int(rng.integers(len(options)))]))
+            if split == "all" or has_held_out_pair(goals) == (split == "test"):
+                return goals
+
+
+def has_held_out_pair(goals: list[tuple[str, str]]) -> bool:
+    """Whether one of :data:`HELD_OUT_PAIRS` occurs as consecutive goals of ``goals``."""
+    colours = [g[1] for g in goals]
+    return any(pair in HELD_OUT_PAIRS for pair in zip(colours, colours[1:]))
 
 
 def make_goal_grid_instruction(
-    instruction_len: int = 3, size: int = 5, n_objects: int = 4, max_episode_length: int = 50
+    instruction_len: int = 3, size: int = 5, n_objects: int = 4, max_episode_length: int = 50, split: str = "all"
 ) -> gym.Env:
-    """``GoalGridInstruction-v0``: GoalGrid in trajectory + instruction form (goals of 2 tokens)."""
+    """``GoalGridInstruction-v0``: GoalGrid in trajectory + instruction form (goals of 2 tokens); ``split``: which
+    instructions it draws (``"all"``, ``"train"`` or held-out ``"test"``, module docstring)."""
     from wrappers.instruction import InstructionWrapper
     from wrappers.trajectory_wrapper import TrajectoryWrapper
 
     inner = GoalGridEnv(size=size, n_objects=n_objects, max_episode_length=max_episode_length)
+    inner.sample_instruction(np.random.default_rng(0), instruction_len, split)  # bad split / sizes fail here, not at reset
     return InstructionWrapper(
         TrajectoryWrapper(inner),
         GOAL_GRID_VOCABULARY,
         instruction_len=instruction_len,
         goal_len=2,
-        sampler=lambda rng: inner.sample_instruction(rng, instruction_len),
+        sampler=lambda rng: inner.sample_instruction(rng, instruction_len, split),
         max_events=2,
     )

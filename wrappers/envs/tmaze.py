@@ -5,6 +5,15 @@ shown only in the first observation. At the junction (right end) it must choose 
 side, -1 for the other, and the episode terminates. Every other step costs ``step_penalty`` (default 0). The episode
 is truncated after ``corridor_length + 1`` steps (the optimal length) unless ``max_episode_length`` says otherwise.
 
+Ni et al.'s version, the one the original AMAGO solves at corridor 100, adds two things (both off by default):
+
+* ``behind_schedule_penalty=True``: ``-1 / corridor_length`` on every non-final step on which the agent is behind the
+  optimal schedule (position ``x < t``). Without it, exploration must walk right ``corridor_length`` times in a row to
+  see any reward, which no learner does at corridor 100.
+* ``time_limit_terminates=True``: the time limit ends the episode as ``terminated`` instead of ``truncated``. The limit
+  is part of this task (the agent sees the time), and a learner that bootstraps through truncation values "wait at
+  the junction one more step" almost like choosing now.
+
 Actions ``Discrete(4)``: 0 right (forward), 1 left, 2 up, 3 down (up/down do nothing inside the corridor).
 Observation ``Box(-1, 1, (3,), float32)``: ``[cue (first step only), in corridor, at junction]``.
 ``info["success"]`` is set on the choice step.
@@ -26,11 +35,20 @@ class TMazePassiveEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, corridor_length: int = 10, step_penalty: float = 0.0, max_episode_length: int | None = None):
+    def __init__(
+        self,
+        corridor_length: int = 10,
+        step_penalty: float = 0.0,
+        max_episode_length: int | None = None,
+        behind_schedule_penalty: bool = False,
+        time_limit_terminates: bool = False,
+    ):
         if corridor_length < 1:
             raise ValueError(f"TMazePassive corridor_length must be >= 1, got {corridor_length}.")
         self.corridor_length = int(corridor_length)
         self.step_penalty = float(step_penalty)
+        self.behind_schedule_penalty = bool(behind_schedule_penalty)
+        self.time_limit_terminates = bool(time_limit_terminates)
         self.max_episode_length = int(max_episode_length or self.corridor_length + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
         self.action_space = spaces.Discrete(4)
@@ -63,7 +81,11 @@ class TMazePassiveEnv(gym.Env):
             self.x = min(self.x + 1, self.corridor_length)
         elif action == 1:
             self.x = max(self.x - 1, 0)
-        truncated = self.t >= self.max_episode_length
-        if truncated:
+        reward = -self.step_penalty
+        if self.behind_schedule_penalty and self.x < self.t:
+            reward -= 1.0 / self.corridor_length
+        out_of_time = self.t >= self.max_episode_length
+        if out_of_time:
             info["success"] = False
-        return self._obs(), -self.step_penalty, False, truncated, info
+        terminated = out_of_time and self.time_limit_terminates
+        return self._obs(), reward, terminated, out_of_time and not terminated, info
