@@ -85,6 +85,8 @@ class AMAGO(BaseAlgorithm):
         relabel: hindsight instruction relabeling at sample time (default: on for envs with an ``instruction`` key).
         exploration_start, exploration_end, exploration_steps: noise level annealed linearly over total env steps,
             multiplied by a per-episode random scale (``amago_sb.exploration``).
+        exploration_class, exploration_kwargs: the noise schedule (a subclass of ``EpisodicExploration``, e.g.
+            ``QuietCorridorExploration``) and its extra keyword arguments.
         lr_warmup_steps: updates of linear learning-rate warmup.
         max_grad_norm: global gradient-norm clip.
         max_nonfinite_updates: an update whose loss or gradient is NaN/inf is skipped (logged as
@@ -131,6 +133,8 @@ class AMAGO(BaseAlgorithm):
         exploration_start: float = 1.0,
         exploration_end: float = 0.05,
         exploration_steps: int = 6_000,
+        exploration_class: type[EpisodicExploration] = EpisodicExploration,
+        exploration_kwargs: dict[str, Any] | None = None,
         lr_warmup_steps: int = 100,
         max_grad_norm: float = 1.0,
         n_envs: int = 8,
@@ -180,6 +184,10 @@ class AMAGO(BaseAlgorithm):
         self.reward_multiplier, self.relabel = float(reward_multiplier), relabel
         self.exploration_start, self.exploration_end = float(exploration_start), float(exploration_end)
         self.exploration_steps, self.lr_warmup_steps = int(exploration_steps), int(lr_warmup_steps)
+        if not (isinstance(exploration_class, type) and issubclass(exploration_class, EpisodicExploration)):
+            raise TypeError(f"exploration_class must be a subclass of amago_sb.exploration.EpisodicExploration, got "
+                            f"{exploration_class!r}.")
+        self.exploration_class, self.exploration_kwargs = exploration_class, dict(exploration_kwargs or {})
         self.max_grad_norm, self.chunk_len, self.num_threads = float(max_grad_norm), chunk_len, num_threads
         self.max_nonfinite_updates, self._nonfinite_skips = max_nonfinite_updates, 0
         self.sampler_workers = int(sampler_workers)
@@ -221,9 +229,9 @@ class AMAGO(BaseAlgorithm):
     def _make_collectors(self) -> None:
         chunk = self.chunk_len if self.chunk_len is not None else max(4 * self.context_len, 64)
         self.recorder = VecTrajectoryRecorder(self.n_envs, self.replay, chunk_len=chunk, overlap=self.context_len - 1)
-        self.exploration = EpisodicExploration(self.policy.spec, self.n_envs, eps_start=self.exploration_start,
-                                               eps_end=self.exploration_end, anneal_steps=self.exploration_steps,
-                                               seed=self.seed)
+        self.exploration = self.exploration_class(self.policy.spec, self.n_envs, eps_start=self.exploration_start,
+                                                  eps_end=self.exploration_end, anneal_steps=self.exploration_steps,
+                                                  seed=self.seed, **self.exploration_kwargs)
         self._act_state = None
         self._recorder_live = False
 
@@ -306,6 +314,7 @@ class AMAGO(BaseAlgorithm):
         if not self._recorder_live:
             self.recorder.reset(self._last_obs)
             self._act_state = self.policy.initial_state(self.n_envs)
+            self.exploration.episode_step[:] = 0  # fresh episodes in every env
             self._recorder_live = True
         callback.on_training_start(locals(), globals())
         self._log_interval = log_interval

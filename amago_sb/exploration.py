@@ -9,6 +9,12 @@ very noisy, AMAGO's "bilevel" schedule), and the noise level is ``eps = m * eps_
 * ``Box`` (policy actions in [-1, 1]): ``a + eps * N(0, 1)``, clipped to [-1, 1].
 
 The executed (noisy) action is what the env sees, so it is also what the replay stores and what ``prev_action`` shows.
+
+Custom schedules subclass :class:`EpisodicExploration` and override :meth:`~EpisodicExploration.epsilon`, which sees
+each env's step within its episode (``self.episode_step``); pass the class as ``AMAGO(exploration_class=...,
+exploration_kwargs=...)``. :class:`QuietCorridorExploration` is one: almost no noise in the middle of an episode and
+the regular schedule at its first and last steps, the schedule the original AMAGO uses on the passive T-maze, where a
+single random step in the corridor makes the junction unreachable but the choice at the junction must be explored.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 
 from amago_sb.networks.distributions import ActionSpec
 
-__all__ = ["EpisodicExploration"]
+__all__ = ["EpisodicExploration", "QuietCorridorExploration"]
 
 
 class EpisodicExploration:
@@ -43,6 +49,7 @@ class EpisodicExploration:
         self.eps_start, self.eps_end, self.anneal_steps = eps_start, eps_end, anneal_steps
         self.rng = np.random.default_rng(seed)
         self.multiplier = self.rng.random(n_envs)
+        self.episode_step = np.zeros(n_envs, np.int64)  # steps taken so far in each env's current episode
 
     def level(self, num_timesteps: int) -> float:
         """``eps_t`` after ``num_timesteps`` total env steps."""
@@ -54,10 +61,16 @@ class EpisodicExploration:
         idx = np.flatnonzero(done)
         if len(idx):
             self.multiplier[idx] = self.rng.random(len(idx))
+            self.episode_step[idx] = 0
+
+    def epsilon(self, num_timesteps: int) -> np.ndarray:
+        """Noise level of each env for its next action, ``(n_envs,)``: ``multiplier * eps_t``."""
+        return self.multiplier * self.level(num_timesteps)
 
     def __call__(self, actions: np.ndarray, num_timesteps: int) -> np.ndarray:
-        """Noisy copy of the policy's actions ``(n_envs, ...)`` (Box actions in [-1, 1])."""
-        eps = self.multiplier * self.level(num_timesteps)  # (n_envs,)
+        """Noisy copy of the policy's actions ``(n_envs, ...)`` (Box actions in [-1, 1]); advances ``episode_step``."""
+        eps = self.epsilon(num_timesteps)  # (n_envs,)
+        self.episode_step += 1
         if self.spec.kind == "box":
             noise = self.rng.standard_normal(actions.shape).astype(actions.dtype)
             return np.clip(actions + eps.reshape(-1, *([1] * (actions.ndim - 1))) * noise, -1.0, 1.0)
@@ -70,3 +83,29 @@ class EpisodicExploration:
             else:
                 out[swap] = np.stack([self.rng.integers(0, n, size=k) for n in self.spec.nvec], axis=-1)
         return out
+
+
+class QuietCorridorExploration(EpisodicExploration):
+    """:class:`EpisodicExploration` with the level fixed at ``quiet_eps`` on the episode steps ``start_window <
+    step < horizon - end_window`` (0-based step of the action within its episode); the regular schedule elsewhere.
+
+    Args:
+        horizon: episode length in steps (e.g. ``corridor_length + 1`` for the passive T-maze).
+        start_window, end_window: steps at the start / end of the episode that keep the regular schedule.
+        quiet_eps: noise level in between (default ``0.5 / horizon``: on average half a random action per episode).
+        **kwargs: the arguments of :class:`EpisodicExploration`.
+    """
+
+    def __init__(self, spec: ActionSpec, n_envs: int, *, horizon: int, start_window: int = 0, end_window: int = 3,
+                 quiet_eps: float | None = None, **kwargs) -> None:
+        if horizon < 1 or start_window < 0 or end_window < 0:
+            raise ValueError(f"QuietCorridorExploration needs horizon >= 1 and windows >= 0, got horizon={horizon}, "
+                             f"start_window={start_window}, end_window={end_window}.")
+        super().__init__(spec, n_envs, **kwargs)
+        self.horizon, self.start_window, self.end_window = int(horizon), int(start_window), int(end_window)
+        self.quiet_eps = 0.5 / self.horizon if quiet_eps is None else float(quiet_eps)
+
+    def epsilon(self, num_timesteps: int) -> np.ndarray:
+        eps = super().epsilon(num_timesteps)
+        quiet = (self.episode_step > self.start_window) & (self.episode_step < self.horizon - self.end_window)
+        return np.where(quiet, self.quiet_eps, eps)

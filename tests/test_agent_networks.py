@@ -5,7 +5,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from amago_sb.exploration import EpisodicExploration
+from amago_sb.exploration import EpisodicExploration, QuietCorridorExploration
 from amago_sb.losses import masked_mean
 from amago_sb.networks import (
     ActionSpec,
@@ -194,6 +194,33 @@ def test_exploration_anneals_and_respects_bounds():
     assert np.abs(box(np.full((2, 2), 0.99, np.float32), 0)).max() <= 1.0
     with pytest.raises(ValueError, match="exploration levels"):
         EpisodicExploration(spec, 1, eps_start=2.0)
+
+
+def test_quiet_corridor_exploration_follows_the_episode_step():
+    spec = ActionSpec(spaces.Discrete(4))
+    ex = QuietCorridorExploration(spec, 2, horizon=10, start_window=1, end_window=3, eps_start=1.0, eps_end=1.0, seed=0)
+    ex.multiplier[:] = 1.0
+    levels = []
+    for _ in range(10):
+        levels.append(ex.epsilon(0)[0])
+        ex(np.zeros(2, np.int64), 0)
+    np.testing.assert_allclose(levels, [1.0, 1.0] + [0.05] * 5 + [1.0] * 3)  # quiet on steps 2..6 of 0..9
+    ex.new_episodes(np.array([True, False]))
+    assert ex.episode_step.tolist() == [0, 10] and ex.epsilon(0)[0] == ex.multiplier[0]  # fresh episode: regular
+    with pytest.raises(ValueError, match="horizon >= 1"):
+        QuietCorridorExploration(spec, 1, horizon=0)
+
+
+def test_amago_takes_an_exploration_class():
+    from amago_sb import AMAGO
+
+    model = AMAGO("FF", "TMazePassive-v0", n_envs=2, exploration_class=QuietCorridorExploration,
+                  exploration_kwargs=dict(horizon=11), learning_starts=10_000, policy_kwargs=dict(d_model=16))
+    model.learn(64)
+    assert isinstance(model.exploration, QuietCorridorExploration) and model.exploration.horizon == 11
+    assert (model.exploration.episode_step <= 11).all()  # reset with every episode (11 steps long)
+    with pytest.raises(TypeError, match="subclass of amago_sb.exploration.EpisodicExploration"):
+        AMAGO("FF", "TMazePassive-v0", exploration_class=dict)
 
 
 @pytest.mark.parametrize("box", [False, True])
