@@ -127,6 +127,20 @@ def test_clipped_categorical_keeps_log_probs_finite():
     assert d.mode().item() == 0
 
 
+def test_clipped_categorical_gradients_survive_the_clip():
+    """A saturated policy (p(a) << 0.001) still gets a full behaviour-cloning gradient towards a good replay action,
+    and the Q-weighted probabilities still move: a plain clamp would give zero for both."""
+    logits = torch.tensor([[30.0, -30.0, -30.0]], requires_grad=True)
+    d = ClippedCategorical(logits)
+    (-d.log_prob(torch.tensor([1]))).sum().backward()
+    np.testing.assert_allclose(logits.grad.numpy(), [[1.0, -1.0, 0.0]], atol=1e-6)  # softmax - one_hot
+    assert d.log_prob(torch.tensor([1])).item() == pytest.approx(np.log(1e-3 / (0.99 + 2e-3)), rel=1e-5)  # clipped value
+    logits = torch.tensor([[8.0, 0.0, 0.0]], requires_grad=True)
+    q = torch.tensor([[0.0, 10.0, 0.0]])
+    (-(ClippedCategorical(logits).probs * q).sum()).backward()
+    assert logits.grad[0, 1] < 0 and logits.grad[0, 0] > 0  # descent raises p(1), lowers p(0)
+
+
 def test_tanh_gaussian_log_prob_matches_change_of_variables():
     torch.manual_seed(0)
     params = torch.tensor([[0.3, -0.2]])  # mu, raw log std for one action dim

@@ -1,8 +1,11 @@
 """Action spaces -> actor output layout, policy distributions, and the action representation the critics see.
 
 * ``Discrete(n)``: Categorical whose probabilities are clipped to [0.001, 0.99] and renormalized (normalizer
-  detached, as in AMAGO) so that log-probabilities of replay actions stay finite. The critic outputs Q for every
-  action.
+  detached, as in AMAGO) so that log-probabilities of replay actions stay finite. The clip acts on the values only:
+  gradients are those of the unclipped softmax (straight-through). A plain clamp has zero gradient outside its range,
+  so once an action's probability fell below 0.001 neither the actor's Q term nor filtered behaviour cloning could
+  raise it again, however good the critics found it (seen on the passive T-maze: correct critics, a policy frozen on
+  "wait"). The critic outputs Q for every action.
 * ``MultiDiscrete(nvec)``: product of such Categoricals. The critic takes the concatenated one-hot action as input;
   the policy's action is fed straight-through (hard one-hot forward, probability gradients backward).
 * ``Box``: tanh-squashed Gaussian in [-1, 1] (SAC-style), ``log_std`` squashed into [-5, 2], rescaled to the
@@ -39,13 +42,19 @@ class ClippedCategorical:
     """Categorical over the last dim of ``logits`` ``(..., n)`` with probabilities clipped to [0.001, 0.99]."""
 
     def __init__(self, logits: torch.Tensor) -> None:
-        p = logits.float().softmax(-1)
+        self.log_softmax = logits.float().log_softmax(-1)  # (..., n), unclipped
+        p = self.log_softmax.exp()
         clipped = p.clamp(1e-3, 0.99)
-        self.probs = clipped / clipped.sum(-1, keepdim=True).detach()  # (..., n)
+        clipped = clipped / clipped.sum(-1, keepdim=True)
+        self.probs = p + (clipped - p).detach()  # (..., n): clipped values, softmax gradients
 
     def log_prob(self, a: torch.Tensor) -> torch.Tensor:
-        """``a`` ``(...)`` int64 -> ``(...)``."""
-        return self.probs.gather(-1, a.long().unsqueeze(-1)).squeeze(-1).log()
+        """``a`` ``(...)`` int64 -> ``(...)``: log of the clipped probability, gradient of the unclipped log-softmax
+        (``one_hot(a) - softmax``, which never vanishes for an improbable action)."""
+        idx = a.long().unsqueeze(-1)
+        exact = self.log_softmax.gather(-1, idx).squeeze(-1)
+        clipped = self.probs.detach().gather(-1, idx).squeeze(-1).log()
+        return exact + (clipped - exact).detach()
 
     def sample(self) -> torch.Tensor:
         flat = self.probs.detach().reshape(-1, self.probs.shape[-1])
