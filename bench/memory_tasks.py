@@ -46,6 +46,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from amago_sb.exploration import QuietCorridorExploration
 from wrappers import TrajectoryWrapper
 from wrappers.envs.bandits import TwoArmedBanditEnv
 from wrappers.envs.tmaze import TMazePassiveEnv
@@ -58,8 +59,10 @@ ALGOS = ("amago", "recurrent_ppo", "ppo")
 
 # AMAGO settings per task (found on this machine; see docs/benchmarks.md "Long memory and in-context adaptation").
 AMAGO_KWARGS: dict[str, dict[str, Any]] = {
+    # the original's T-maze exploration: regular noise (1.0 -> 0.01) on the first step and the last 3, 0.5/H between
     "tmaze": dict(context_len=104, reward_multiplier=100.0, gammas=(0.1, 0.9, 0.99, 0.999, 0.9999),
-                  exploration_start=0.1, exploration_end=0.01, exploration_steps=10_000, learning_starts=2000),
+                  exploration_class=QuietCorridorExploration, exploration_start=1.0, exploration_end=0.01,
+                  exploration_steps=10_000, learning_starts=2000),
     "bandit": dict(context_len=32, reward_multiplier=10.0, exploration_start=1.0, exploration_end=0.05,
                    exploration_steps=3000, learning_starts=1000),
 }
@@ -145,6 +148,10 @@ class _EvalClock(BaseCallback):
         return True
 
 
+def _jsonable(value: Any) -> Any:
+    return value.__name__ if isinstance(value, type) else list(value) if isinstance(value, tuple) else value
+
+
 def run(task: str, algo: str, steps: int, every: int, episodes: int, seed: int, corridor: int,
         overrides: dict[str, Any] | None = None, tag: str = "", terminal_time_limit: bool = False) -> Path:
     """Train ``algo`` on ``task`` for ``steps`` env steps, evaluating periodically; returns the JSON path.
@@ -157,10 +164,12 @@ def run(task: str, algo: str, steps: int, every: int, episodes: int, seed: int, 
     env = make_envs(task, algo, corridor, 8, seed, terminal_time_limit)
     eval_env = make_envs(task, algo, corridor, 8, seed + 1000, terminal_time_limit)
     kwargs = {**{"amago": AMAGO_KWARGS, "recurrent_ppo": RPPO_KWARGS, "ppo": PPO_KWARGS}[algo][task], **(overrides or {})}
+    if task == "tmaze" and algo == "amago" and kwargs.get("exploration_class") is QuietCorridorExploration:
+        kwargs["exploration_kwargs"] = {"horizon": corridor + 1, **kwargs.get("exploration_kwargs", {})}
     model = build_model(task, algo, env, seed, kwargs)
     meta = {"task": task, "algo": algo + (f" ({tag})" if tag else ""), "seed": seed,
             "corridor": corridor if task == "tmaze" else None, "terminal_time_limit": terminal_time_limit,
-            "steps": steps, "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
+            "steps": steps, "kwargs": {k: _jsonable(v) for k, v in kwargs.items()},
             "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, 1 thread",
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_start": round(os.getloadavg()[0], 1),
             "oracle": 24.0 if task == "bandit" else 1.0}

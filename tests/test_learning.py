@@ -139,8 +139,8 @@ def test_goal_grid_relabeling_generalizes_to_held_out_instructions():
     scores = {}
     for relabel in (True, False):
         env = make_vec_env(lambda: wrappers.make_env("GoalGridInstruction-v0", split="train"), n_envs=8, seed=0)
-        model = AMAGO("Transformer", env, seed=0, relabel=relabel)
+        model = AMAGO("Transformer", env, seed=0, relabel=relabel, gradient_steps=32)  # as zoo/hyperparams/amago.yml
         model.learn(40_000)
         scores[relabel] = held_out_success_rate(model)
     print("GoalGridInstruction held-out (success rate, goals reached) with / without relabel:", scores)
-    assert scores[True][0] > scores[False][0] + 0.2, scores
+    assert scores[True][0] >= 0.5 and scores[True][0] > scores[False][0] + 0.2, scores

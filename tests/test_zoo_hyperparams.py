@@ -85,6 +85,13 @@ def test_resolve_merges_default_env_and_overrides():
     assert raw_other["gamma"] == 0.99
 
 
+def test_class_names_are_imported():
+    from amago_sb.exploration import QuietCorridorExploration
+
+    _, hp = resolve_hyperparams("amago", "TMazePassive-v0")
+    assert hp["exploration_class"] is QuietCorridorExploration and hp["exploration_kwargs"] == {"horizon": 101}
+
+
 @pytest.mark.parametrize(
     "override, msg",
     [
@@ -92,6 +99,9 @@ def test_resolve_merges_default_env_and_overrides():
         ({"learning_rate": "lin_x"}, "'lin_' must be followed by a number"),
         ({"policy_kwargs": "dict(net_arch=[64])"}, "policy_kwargs must be a mapping"),
         ({"policy_kwargs": {"activation_fn": "swish"}}, "activation_fn='swish' is unknown"),
+        ({"exploration_class": "QuietCorridorExploration"}, "name a class as 'module:Name'"),
+        ({"exploration_class": "amago_sb.exploration:NoSuchSchedule"}, "cannot import it"),
+        ({"exploration_class": "amago_sb.exploration:__all__"}, "is not a class"),
     ],
 )
 def test_bad_values_raise(override, msg):

@@ -12,7 +12,8 @@ per-env entries only say what differs). A few keys are not constructor arguments
 
 Values that rl-zoo writes as strings keep its meaning: ``lin_3e-4`` is a linear schedule from 3e-4 to 0 (for
 ``learning_rate``, ``clip_range``...), and ``policy_kwargs`` is a YAML mapping whose ``activation_fn`` may name
-a ``torch.nn`` activation (``tanh``, ``relu``, ``leaky_relu``, ``elu``, ``gelu``, ``silu``).
+a ``torch.nn`` activation (``tanh``, ``relu``, ``leaky_relu``, ``elu``, ``gelu``, ``silu``). Keys ending in ``_class``
+(``exploration_class``, ``replay_buffer_class``...) may name a class as ``"module:Name"``, which is imported.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def convert_value(key: str, value: Any) -> Any:
             return linear_schedule(float(value[len("lin_") :]))
         except ValueError as err:
             raise ValueError(f"Hyperparameter {key}={value!r}: 'lin_' must be followed by a number.") from err
+    if key.endswith("_class") and isinstance(value, str):
+        return _import_class(key, value)
     if key == "policy_kwargs":
         if value is None:
             return None
@@ -136,6 +139,23 @@ def convert_value(key: str, value: Any) -> Any:
 
             value["activation_fn"] = getattr(nn, _ACTIVATIONS[act])
     return value
+
+
+def _import_class(key: str, spec: str) -> type:
+    """``"package.module:Name"`` -> the class."""
+    import importlib
+
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"Hyperparameter {key}={spec!r}: name a class as 'module:Name', e.g. "
+                         "'amago_sb.exploration:QuietCorridorExploration'.")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"Hyperparameter {key}={spec!r}: cannot import it ({err}).") from err
+    if not isinstance(obj, type):
+        raise ValueError(f"Hyperparameter {key}={spec!r} is not a class.")
+    return obj
 
 
 def resolve_hyperparams(
