@@ -86,17 +86,18 @@ class EpisodicExploration:
 
 
 class QuietCorridorExploration(EpisodicExploration):
-    """:class:`EpisodicExploration` with the level fixed at ``quiet_eps`` on the episode steps ``start_window <
-    step < horizon - end_window`` (0-based step of the action within its episode); the regular schedule elsewhere.
+    """:class:`EpisodicExploration` with the level fixed at ``quiet_eps`` except on the first ``start_window`` and the
+    last ``end_window`` steps of an episode of ``horizon`` steps, which keep the regular schedule (quiet: ``start_window
+    <= step < horizon - end_window``, ``step`` the 0-based index of the action within its episode).
 
     Args:
         horizon: episode length in steps (e.g. ``corridor_length + 1`` for the passive T-maze).
-        start_window, end_window: steps at the start / end of the episode that keep the regular schedule.
+        start_window, end_window: how many steps at the start / end of the episode keep the regular schedule.
         quiet_eps: noise level in between (default ``0.5 / horizon``: on average half a random action per episode).
         **kwargs: the arguments of :class:`EpisodicExploration`.
     """
 
-    def __init__(self, spec: ActionSpec, n_envs: int, *, horizon: int, start_window: int = 0, end_window: int = 3,
+    def __init__(self, spec: ActionSpec, n_envs: int, *, horizon: int, start_window: int = 1, end_window: int = 3,
                  quiet_eps: float | None = None, **kwargs) -> None:
         if horizon < 1 or start_window < 0 or end_window < 0:
             raise ValueError(f"QuietCorridorExploration needs horizon >= 1 and windows >= 0, got horizon={horizon}, "
@@ -107,5 +108,5 @@ class QuietCorridorExploration(EpisodicExploration):
 
     def epsilon(self, num_timesteps: int) -> np.ndarray:
         eps = super().epsilon(num_timesteps)
-        quiet = (self.episode_step > self.start_window) & (self.episode_step < self.horizon - self.end_window)
+        quiet = (self.episode_step >= self.start_window) & (self.episode_step < self.horizon - self.end_window)
         return np.where(quiet, self.quiet_eps, eps)

@@ -212,7 +212,7 @@ def test_exploration_anneals_and_respects_bounds():
 
 def test_quiet_corridor_exploration_follows_the_episode_step():
     spec = ActionSpec(spaces.Discrete(4))
-    ex = QuietCorridorExploration(spec, 2, horizon=10, start_window=1, end_window=3, eps_start=1.0, eps_end=1.0, seed=0)
+    ex = QuietCorridorExploration(spec, 2, horizon=10, start_window=2, end_window=3, eps_start=1.0, eps_end=1.0, seed=0)
     ex.multiplier[:] = 1.0
     levels = []
     for _ in range(10):
