@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "memory_tasks"
 FIGURES = ROOT / "docs" / "figures"
 TASKS = ("tmaze", "bandit")
+WRONG_CHOICE_REWARD = 0.0  # Ni et al.'s T-maze: the wrong side earns 0 (runs recorded before 2026-11-26 19:00 used -1)
 ALGOS = ("amago", "recurrent_ppo", "ppo")
 
 # AMAGO settings per task (found on this machine; see docs/benchmarks.md "Long memory and in-context adaptation").
@@ -85,7 +86,8 @@ DEFAULT_EPISODES = {"tmaze": 24, "bandit": 96}  # bandit returns are noisy (one 
 def plain_env_fn(task: str, corridor: int, terminal_time_limit: bool = False) -> Callable[[], gym.Env]:
     """Factory of the plain (non-trajectory) env of ``task``."""
     if task == "tmaze":
-        return lambda: TMazePassiveEnv(corridor, behind_schedule_penalty=True, time_limit_terminates=terminal_time_limit)
+        return lambda: TMazePassiveEnv(corridor, behind_schedule_penalty=True, time_limit_terminates=terminal_time_limit,
+                                       wrong_choice_reward=WRONG_CHOICE_REWARD)
     if task == "bandit":
         return lambda: TwoArmedBanditEnv()
     raise ValueError(f"Unknown task {task!r}; use one of {TASKS}.")

@@ -201,6 +201,19 @@ def test_tmaze_behind_schedule_penalty_only_when_late():
     assert [plain.step(a)[1] for a in (2, 0, 0, 0)] == [0.0] * 4  # off by default
 
 
+def test_tmaze_wrong_choice_reward_and_outcome_info():
+    for wrong_reward in (-1.0, 0.0):
+        env = TMazePassiveEnv(corridor_length=2, wrong_choice_reward=wrong_reward)
+        _, info = env.reset(seed=0)
+        env.step(0), env.step(0)
+        _, reward, terminated, _, info = env.step(3 if info["cue"] == 1 else 2)  # the other side
+        assert terminated and reward == wrong_reward and info["success"] is False and info["chose"] is True
+    env.reset(seed=0)
+    for _ in range(3):
+        *_, info = env.step(0)
+    assert info["chose"] is False and info["success"] is False
+
+
 def test_tmaze_time_limit_terminates_option():
     for flag, expected in ((False, (False, True)), (True, (True, False))):
         env = TMazePassiveEnv(corridor_length=2, behind_schedule_penalty=True, time_limit_terminates=flag)

@@ -8,7 +8,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -57,10 +56,14 @@ def test_amago_tmaze_corridor_30():
     model = AMAGO("Transformer", env, seed=0, num_threads=1, **kwargs)
     model.learn(12_000)
     eval_env = mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=1000, terminal_time_limit=True)
-    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=24, deterministic=True, return_episode_rewards=True)
-    returns = np.asarray(returns)
-    correct, wrong = int((returns > 0).sum()), int((returns < -0.5).sum())  # the rest waited at the junction
-    # Memory: the choices it makes are right (a memoryless agent is wrong as often as right). Seed 0 on the 2-core
-    # machine: 8 correct, 0 wrong, 16 waiting at the junction (the known weakness, docs/benchmarks.md); the bench run
-    # with evaluations every 2k steps (other random draws) had 16 / 0 / 8.
-    assert correct >= 6 and wrong <= 1, returns
+    outcomes: list[str] = []
+
+    def record(locals_: dict, _globals: dict) -> None:
+        if locals_["done"]:
+            info = locals_["info"]
+            outcomes.append("correct" if info["success"] else "wrong" if info["chose"] else "wait")
+
+    evaluate_policy(model, eval_env, n_eval_episodes=24, deterministic=True, callback=record)
+    print("T-maze corridor 30 outcomes:", {k: outcomes.count(k) for k in ("correct", "wrong", "wait")})
+    # memory: a memoryless agent is wrong as often as right
+    assert outcomes.count("correct") >= 18 and outcomes.count("wrong") <= 1, outcomes

@@ -359,7 +359,8 @@ def test_env_kwargs_from_yml_and_cli_reach_train_and_enjoy(tmp_path, capsys):
             "--verbose", "0", "--env-kwargs", "corridor_length:3", *TINY]
     assert train.main(argv) == 0
     saved = yaml.safe_load((tmp_path / "ppo" / "TMazePassive-v0_1" / "TMazePassive-v0" / "args.yml").read_text())
-    assert saved["env_kwargs"] == {"corridor_length": 3, "behind_schedule_penalty": True, "time_limit_terminates": True}
+    assert saved["env_kwargs"] == {"corridor_length": 3, "behind_schedule_penalty": True, "time_limit_terminates": True,
+                                   "wrong_choice_reward": 0.0}
     lengths = np.loadtxt(tmp_path / "ppo" / "TMazePassive-v0_1" / "0.monitor.csv", delimiter=",", skiprows=2)[:, 1]
     assert lengths.max() <= 4  # corridor 3: every episode ends within corridor + 1 steps
     capsys.readouterr()

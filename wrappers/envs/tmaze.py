@@ -2,10 +2,11 @@
 
 The agent starts at the left end of a corridor of ``corridor_length`` cells. The cue (+1 = goal up, -1 = goal down) is
 shown only in the first observation. At the junction (right end) it must choose up or down: reward +1 for the cued
-side, -1 for the other, and the episode terminates. Every other step costs ``step_penalty`` (default 0). The episode
-is truncated after ``corridor_length + 1`` steps (the optimal length) unless ``max_episode_length`` says otherwise.
+side, ``wrong_choice_reward`` (default -1) for the other, and the episode terminates. Every other step costs
+``step_penalty`` (default 0). The episode is truncated after ``corridor_length + 1`` steps (the optimal length) unless
+``max_episode_length`` says otherwise.
 
-Ni et al.'s version, the one the original AMAGO solves at corridor 100, adds two things (both off by default):
+Ni et al.'s version, the one the original AMAGO solves at corridor 100, differs in three ways (all off by default):
 
 * ``behind_schedule_penalty=True``: ``-1 / corridor_length`` on every non-final step on which the agent is behind the
   optimal schedule (position ``x < t``). Without it, exploration must walk right ``corridor_length`` times in a row to
@@ -13,10 +14,14 @@ Ni et al.'s version, the one the original AMAGO solves at corridor 100, adds two
 * ``time_limit_terminates=True``: the time limit ends the episode as ``terminated`` instead of ``truncated``. The limit
   is part of this task (the agent sees the time), and a learner that bootstraps through truncation values "wait at
   the junction one more step" almost like choosing now.
+* ``wrong_choice_reward=0.0``: the wrong side earns nothing (Ni et al.: reward ``1[correct side]``). With -1, a learner
+  that is not yet sure of the cue (and, like AMAGO, takes a pessimistic minimum over its critics) values a guess
+  below the sure ``-1 / corridor_length`` of not choosing and learns to wait at the junction.
 
 Actions ``Discrete(4)``: 0 right (forward), 1 left, 2 up, 3 down (up/down do nothing inside the corridor).
 Observation ``Box(-1, 1, (3,), float32)``: ``[cue (first step only), in corridor, at junction]``.
-``info["success"]`` is set on the choice step.
+``info["success"]`` (the cued side was chosen) and ``info["chose"]`` (a side was chosen at all, rather than running out
+of time) are set on the last step.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class TMazePassiveEnv(gym.Env):
         max_episode_length: int | None = None,
         behind_schedule_penalty: bool = False,
         time_limit_terminates: bool = False,
+        wrong_choice_reward: float = -1.0,
     ):
         if corridor_length < 1:
             raise ValueError(f"TMazePassive corridor_length must be >= 1, got {corridor_length}.")
@@ -49,6 +55,7 @@ class TMazePassiveEnv(gym.Env):
         self.step_penalty = float(step_penalty)
         self.behind_schedule_penalty = bool(behind_schedule_penalty)
         self.time_limit_terminates = bool(time_limit_terminates)
+        self.wrong_choice_reward = float(wrong_choice_reward)
         self.max_episode_length = int(max_episode_length or self.corridor_length + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
         self.action_space = spaces.Discrete(4)
@@ -75,8 +82,8 @@ class TMazePassiveEnv(gym.Env):
         info: dict[str, Any] = {"cue": self.cue}
         if self.x == self.corridor_length and action in (2, 3):
             success = (action == 2) == (self.cue == 1)
-            info["success"] = success
-            return self._obs(), 1.0 if success else -1.0, True, False, info
+            info["success"], info["chose"] = success, True
+            return self._obs(), 1.0 if success else self.wrong_choice_reward, True, False, info
         if action == 0:
             self.x = min(self.x + 1, self.corridor_length)
         elif action == 1:
@@ -86,6 +93,6 @@ class TMazePassiveEnv(gym.Env):
             reward -= 1.0 / self.corridor_length
         out_of_time = self.t >= self.max_episode_length
         if out_of_time:
-            info["success"] = False
+            info["success"], info["chose"] = False, False
         terminated = out_of_time and self.time_limit_terminates
         return self._obs(), reward, terminated, out_of_time and not terminated, info
