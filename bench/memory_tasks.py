@@ -150,6 +150,14 @@ class _EvalClock(BaseCallback):
         return True
 
 
+def model_kwargs(task: str, algo: str, corridor: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Constructor kwargs of ``algo`` on ``task`` (T-maze: the exploration horizon follows the corridor)."""
+    kwargs = {**{"amago": AMAGO_KWARGS, "recurrent_ppo": RPPO_KWARGS, "ppo": PPO_KWARGS}[algo][task], **(overrides or {})}
+    if task == "tmaze" and algo == "amago" and kwargs.get("exploration_class") is QuietCorridorExploration:
+        kwargs["exploration_kwargs"] = {"horizon": corridor + 1, **kwargs.get("exploration_kwargs", {})}
+    return kwargs
+
+
 def _jsonable(value: Any) -> Any:
     return value.__name__ if isinstance(value, type) else list(value) if isinstance(value, tuple) else value
 
@@ -165,9 +173,7 @@ def run(task: str, algo: str, steps: int, every: int, episodes: int, seed: int, 
     out = RESULTS / f"{task}_{algo}{'_' + tag if tag else ''}_s{seed}.json"
     env = make_envs(task, algo, corridor, 8, seed, terminal_time_limit)
     eval_env = make_envs(task, algo, corridor, 8, seed + 1000, terminal_time_limit)
-    kwargs = {**{"amago": AMAGO_KWARGS, "recurrent_ppo": RPPO_KWARGS, "ppo": PPO_KWARGS}[algo][task], **(overrides or {})}
-    if task == "tmaze" and algo == "amago" and kwargs.get("exploration_class") is QuietCorridorExploration:
-        kwargs["exploration_kwargs"] = {"horizon": corridor + 1, **kwargs.get("exploration_kwargs", {})}
+    kwargs = model_kwargs(task, algo, corridor, overrides)
     model = build_model(task, algo, env, seed, kwargs)
     meta = {"task": task, "algo": algo + (f" ({tag})" if tag else ""), "seed": seed,
             "corridor": corridor if task == "tmaze" else None, "terminal_time_limit": terminal_time_limit,

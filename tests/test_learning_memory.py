@@ -51,7 +51,7 @@ def test_amago_bandit_adapts_in_context():
 def test_amago_tmaze_corridor_30():
     """About 2-4 min on 2 shared cores: the cue must be carried 30 steps (time limit as termination)."""
     corridor = 30
-    kwargs = dict(mt.AMAGO_KWARGS["tmaze"], context_len=corridor + 4)
+    kwargs = mt.model_kwargs("tmaze", "amago", corridor, {"context_len": corridor + 4})
     env = mt.make_envs("tmaze", "amago", corridor, n_envs=8, seed=0, terminal_time_limit=True)
     model = AMAGO("Transformer", env, seed=0, num_threads=1, **kwargs)
     model.learn(12_000)
