@@ -150,6 +150,13 @@ class _EvalClock(BaseCallback):
         return True
 
 
+PLOTTED_TAG = {"tmaze": "ni", "bandit": ""}  # the figure shows the current runs; the table lists every variant
+
+
+def _tag(run: dict) -> str:
+    return run["algo"].partition(" (")[2].rstrip(")")
+
+
 def model_kwargs(task: str, algo: str, corridor: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Constructor kwargs of ``algo`` on ``task`` (T-maze: the exploration horizon follows the corridor)."""
     kwargs = {**{"amago": AMAGO_KWARGS, "recurrent_ppo": RPPO_KWARGS, "ppo": PPO_KWARGS}[algo][task], **(overrides or {})}
@@ -235,18 +242,15 @@ def _plot(runs: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, task in zip(axes, TASKS):
-        ax.set_prop_cycle(color=["tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"])
-        for r in (x for x in runs if x["task"] == task and x["rows"]):
+        for r in (x for x in runs if x["task"] == task and x["rows"] and _tag(x) == PLOTTED_TAG[task]):
             steps = [row["steps"] for row in r["rows"]]
             ys = [row["success"] if task == "tmaze" else row["eval_return"] / r["oracle"] for row in r["rows"]]
             base = r["algo"].split(" ")[0]
             colors = {"amago": "tab:blue", "recurrent_ppo": "tab:orange", "ppo": "tab:green"}
-            color = colors.get(base) if base == r["algo"] else None  # variants: the next color of the cycle
-            ax.plot(steps, ys, marker="o", ms=3, ls="-" if base == r["algo"] else ":", label=f"{r['algo']} (seed {r['seed']})",
-                    color=color)
+            ax.plot(steps, ys, marker="o", ms=3, label=f"{r['algo']} (seed {r['seed']})", color=colors.get(base))
         if task == "tmaze":
             ax.axhline(0.5, ls="--", c="gray", lw=1)
-            ax.set(title="Passive T-maze, corridor 100 unless noted", ylabel="eval success rate (deterministic)")
+            ax.set(title="Passive T-maze, corridor 100 (Ni et al.'s reward)", ylabel="eval success rate (deterministic)")
         else:
             ax.axhline(15 / 24, ls="--", c="gray", lw=1)
             ax.set(title="Two-armed bandit, 30 pulls", ylabel="eval return / oracle (deterministic)")
