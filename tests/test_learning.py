@@ -74,20 +74,31 @@ def test_repeat_previous_easy_default_settings_reach_095_within_20k_steps_and_ff
     assert returns["FF"] < 0.0, returns
 
 
+def count_recall_return(policy: str, steps: int) -> float:
+    """Deterministic eval return (24 episodes) on CountRecallEasy after ``steps`` env steps: the zoo entry with
+    short-horizon gammas (the count reward is immediate), one torch thread, seed 0, as in docs/benchmarks.md."""
+    from zoo.algos import build_model
+    from zoo.envs import make_vec_env as zoo_vec_env
+    from zoo.hyperparams import resolve_hyperparams
+
+    env_id = "popgym-CountRecallEasy-v0"
+    raw, hp = resolve_hyperparams("amago", env_id, {"policy": policy, "gammas": [0.1, 0.5, 0.9], "num_threads": 1})
+    model = build_model("amago", zoo_vec_env(env_id, "amago", int(raw["n_envs"]), seed=0), hp, seed=0, device="cpu")
+    model.learn(steps)
+    return float(evaluate_policy(model, model.get_env(), n_eval_episodes=24, deterministic=True)[0])
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured 2026-11-26 (docs/benchmarks.md): after 60-80k steps the Transformer "
-                   "(-0.43..-0.50) is not yet better than FF (-0.47..-0.51); both learn a time-based guess of the count")
+@pytest.mark.xfail(strict=False, reason="measured 2026-11-26 (docs/benchmarks.md): at 200k steps the Transformer "
+                   "(-0.12) leads FF (-0.21) by 0.08, short of the 0.15 this test asks for; both still improving")
 def test_count_recall_easy_transformer_learns_and_beats_ff():
     """CountRecallEasy needs exact counting over the 52-step episode and learns slowly (random: -0.93; POPGym trains
-    for millions of steps). FF can only guess counts from the time feature."""
-    returns = {}
-    for policy in ("Transformer", "FF"):
-        model = AMAGO(policy, "popgym-CountRecallEasy-v0", seed=0)
-        model.learn(60_000)
-        returns[policy], _ = evaluate_policy(model, model.get_env(), n_eval_episodes=24, deterministic=True)
+    for millions of steps). FF sees the previous action and reward (trajectory form), so it can carry a count one
+    step at a time, but not across a change of the queried colour. About 20 min on 2 cores."""
+    returns = {policy: count_recall_return(policy, 200_000) for policy in ("Transformer", "FF")}
     print("CountRecallEasy eval returns", returns)
-    assert returns["Transformer"] > -0.6, returns
-    assert returns["Transformer"] > returns["FF"] + 0.05, returns
+    assert returns["Transformer"] > -0.3, returns
+    assert returns["Transformer"] > returns["FF"] + 0.15, returns
 
 
 @pytest.mark.slow
