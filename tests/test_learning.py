@@ -85,7 +85,8 @@ def count_recall_return(policy: str, steps: int) -> float:
     raw, hp = resolve_hyperparams("amago", env_id, {"policy": policy, "gammas": [0.1, 0.5, 0.9], "num_threads": 1})
     model = build_model("amago", zoo_vec_env(env_id, "amago", int(raw["n_envs"]), seed=0), hp, seed=0, device="cpu")
     model.learn(steps)
-    return float(evaluate_policy(model, model.get_env(), n_eval_episodes=24, deterministic=True)[0])
+    eval_env = zoo_vec_env(env_id, "amago", 8, seed=1000)
+    return float(evaluate_policy(model, eval_env, n_eval_episodes=24, deterministic=True)[0])
 
 
 @pytest.mark.slow
@@ -95,9 +96,9 @@ def test_count_recall_easy_transformer_learns_and_beats_ff():
     """CountRecallEasy needs exact counting over the 52-step episode and learns slowly (random: -0.93; POPGym trains
     for millions of steps). FF sees the previous action and reward (trajectory form), so it can carry a count one
     step at a time, but not across a change of the queried colour. About 20 min on 2 cores."""
-    returns = {policy: count_recall_return(policy, 200_000) for policy in ("Transformer", "FF")}
+    returns = {policy: count_recall_return(policy, 300_000) for policy in ("Transformer", "FF")}
     print("CountRecallEasy eval returns", returns)
-    assert returns["Transformer"] > -0.3, returns
+    assert returns["Transformer"] > 0.3, returns
     assert returns["Transformer"] > returns["FF"] + 0.15, returns
 
 
