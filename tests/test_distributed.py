@@ -82,7 +82,7 @@ def _rank_main(rank: int, world: int, tmp: str, batches: list[Batch], out: mp.Qu
             torch.distributed.all_reduce(loss)
             losses.append(float(loss) / world)
         state = {k: v.numpy().copy() for k, v in model.policy.state_dict().items()}  # numpy: safe through a Queue
-        cleanup_distributed()
+        cleanup_distributed(wait_for_peers=True)  # leave the gloo group together (a lone leaver can abort)
         out.put((rank, losses, state, None))
     except Exception:  # report instead of hanging the test
         out.put((rank, None, None, traceback.format_exc()))
