@@ -199,19 +199,30 @@ def test_relabel_partial_fill_keeps_remaining_goals_and_length():
 
 
 def test_relabel_two_token_goals_and_chunk_with_completed_prefix():
-    # goal_len 2, a chunk whose first row already shows one completed goal
+    # goal_len 2, a chunk whose first row already shows one completed goal; one goal left -> one synthetic goal
     traj = hand_traj([(1, 1), (A, B)], [[(C, 0)], [(A, D), (C, 0)], []], k=3, goal_len=2)
     out = relabel(traj, np.random.default_rng(1), scheme="all")
     rows = out.observations["instruction"]
-    assert rows[0].tolist() == [[1, 1], [C, 0], [A, D]] or rows[0].tolist() == [[1, 1], [C, 0], [C, 0]]
-    assert out.rewards.tolist() == [1, 1] and out.terminated[-1]
-    assert rows[-1].tolist() == [[1, 1], [1, 1], [1, 1]]
+    assert rows[0].tolist() in ([[1, 1], [C, 0], [0, 0]], [[1, 1], [A, D], [0, 0]])
+    assert out.rewards.sum() == 1 and out.terminated[-1]
+    assert rows[-1].tolist() == [[1, 1], [1, 1], [0, 0]]
+
+
+def test_relabel_never_lengthens_the_instruction():
+    # a 1-goal instruction in 3 slots, with 4 achievements: every relabel is a 1-goal instruction (at most 1 reward)
+    traj = hand_traj([A], [[B], [C], [D], [B], []], k=3)
+    for scheme in ("some", "all"):
+        for seed in range(30):
+            out = relabel(traj, np.random.default_rng(seed), scheme=scheme)
+            _, goals = instruction_goals(out.observations["instruction"][0])
+            assert len(goals) == 1 and out.rewards.sum() <= 1
+            assert np.all(out.observations["instruction"][:, 1:] == 0)  # the free slots stay padding
 
 
 def test_relabel_success_unchanged_and_some_scheme_counts():
     done = hand_traj([A], [[], [A]], k=2, rewards=[0, 1])
     assert_same(relabel(done, np.random.default_rng(0), scheme="all"), done)
-    traj = hand_traj([A, B], [[C], [D], [C], [D], []], k=3)
+    traj = hand_traj([A, B], [[C], [D], [C], [D], []], k=3)  # 2 goals in 3 slots: 0, 1 or 2 relabeled goals
     completed = set()
     for seed in range(40):
         out = relabel(traj, np.random.default_rng(seed))
@@ -221,7 +232,7 @@ def test_relabel_success_unchanged_and_some_scheme_counts():
         # rewards are exactly the done-marker increments of the instruction rows
         marks = (np.all(instr == 1, axis=-1)).sum(-1)
         np.testing.assert_array_equal(np.diff(marks), out.rewards)
-    assert completed == {0, 1, 2, 3}
+    assert completed == {0, 1, 2}
 
 
 def test_relabel_bad_input():
@@ -266,4 +277,4 @@ def test_relabel_leaves_multi_episode_trajectories_alone():
     traj.observations["reset"] = np.array([[1], [0], [1], [0]], np.float32)
     assert_same(relabel(traj, np.random.default_rng(0), scheme="all"), traj)
     traj.observations["reset"][2] = 0
-    assert relabel(traj, np.random.default_rng(0), scheme="all").rewards.sum() == 2
+    assert relabel(traj, np.random.default_rng(0), scheme="all").rewards.sum() == 1  # one episode: relabeled

@@ -9,10 +9,13 @@ Algorithm (scheme ``"some"``, AMAGO's default; ``"all"`` fills every free slot):
    this chunk), then the original goals ``g``. Replay it over ``achieved`` to find the real successes ``(t, g_i)``.
    A trajectory that already completes its instruction, in which nothing was achieved, or that spans several
    episodes (``reset`` = 1 after row 0, where the instruction may change) comes back unchanged (as a copy).
-2. ``n ~ U{0, .., k - c0 - s}`` synthetic goals (``s`` real successes), at most one per step, drawn from steps that
-   achieved some goal other than the real successes; at each such step one of its achieved goals is picked.
+2. ``n ~ U{0, .., len(g) - s}`` synthetic goals (``s`` real successes), at most one per step, drawn from steps that
+   achieved some goal other than the real successes; at each such step one of its achieved goals is picked. The
+   count is bounded by the instruction's own length, not by its ``k`` slots (as in the original): a relabeled
+   instruction is never longer than the one the task gave, so a 1-goal task stays a 1-goal task.
 3. Real and synthetic goals in chronological order fill the instruction from slot ``c0`` on; the original goals
-   after them stay (so the new instruction is completed only when it was filled up to its original length).
+   after them stay (the new instruction has the original's length, and is completed only when every one of its
+   goals was reached).
 4. Replay from ``t = 0``: rewards (+1 per goal, at most one per step), ``prev_reward``, the ``instruction`` rows
    (completed goals -> ``<done>``), ``terminated``; if the new instruction is completed at step ``i`` the trajectory
    is cut right after ``i`` with ``terminated[i] = True``.
@@ -64,7 +67,7 @@ def relabel(traj: Trajectory, rng: np.random.Generator, *, scheme: str = "some")
     Args:
         traj: needs ``observations["instruction"]`` ``(T+1, k, goal_len)`` and ``achieved`` ``(T, max_events, goal_len)``.
         rng: source of randomness (number of synthetic goals, their steps and goals).
-        scheme: ``"some"`` (random number of synthetic goals) or ``"all"`` (as many as fit).
+        scheme: ``"some"`` (random number of synthetic goals) or ``"all"`` (every goal the real successes left open).
     """
     if scheme not in ("some", "all"):
         raise ValueError(f"Unknown relabel scheme {scheme!r}; use 'some' or 'all'.")
@@ -77,7 +80,7 @@ def relabel(traj: Trajectory, rng: np.random.Generator, *, scheme: str = "some")
     traj.validate()
     instr = traj.observations["instruction"]
     achieved = traj.achieved
-    T, k = len(traj), instr.shape[1]
+    T = len(traj)
     if achieved.shape[-1] != instr.shape[-1]:
         raise ValueError(
             f"achieved goals have {achieved.shape[-1]} tokens but the instruction has goal_len={instr.shape[-1]}."
@@ -92,7 +95,7 @@ def relabel(traj: Trajectory, rng: np.random.Generator, *, scheme: str = "some")
     real = [(t, goals[int(completed[t])]) for t in range(T) if completed[t + 1] > completed[t]]
     real_steps = {t for t, _ in real}
     candidates = [t for t in range(T) if t not in real_steps and np.any(np.any(achieved[t] != PAD, axis=-1))]
-    free = k - c0 - len(real)
+    free = len(goals) - len(real)  # the instruction's own length bounds the relabeled one (not its k slots)
     n = free if scheme == "all" else int(rng.integers(0, free + 1))
     n = min(n, len(candidates))
     if n == 0:

@@ -1,7 +1,8 @@
 """Envs shipped with amago-sb and their gymnasium registration (see :func:`register_envs`).
 
 Every id takes ``trajectory=`` in ``gymnasium.make``. Plain envs (``GoalGrid-v0``, ``MetaBandit-v0``,
-``TwoArmedBandit-v0``, ``TMazePassive-v0``, ``Crafter-v0``) default to ``trajectory=False`` (the plain env;
+``TwoArmedBandit-v0``, ``TMazePassive-v0``, ``Crafter-v0``,
+``PointMassCue-v0``, ``ContinuousRecall-v0``) default to ``trajectory=False`` (the plain env;
 ``True`` wraps it in ``TrajectoryWrapper``). Instruction and trial envs (``GoalGridInstruction-v0``,
 ``MetaBanditTrial-v0``, ``CrafterInstruction-v0``) exist only in trajectory form, because the instruction, the
 previous reward and the inner-episode reset flag are what define the task; they accept ``trajectory`` for uniformity
@@ -23,6 +24,8 @@ _PLAIN = {
     "TwoArmedBandit-v0": "wrappers.envs.bandits:TwoArmedBanditEnv",
     "TMazePassive-v0": "wrappers.envs.tmaze:TMazePassiveEnv",
     "Crafter-v0": "wrappers.envs.crafter_adapter:CrafterEnv",
+    "PointMassCue-v0": "wrappers.envs.continuous_memory:PointMassCueEnv",
+    "ContinuousRecall-v0": "wrappers.envs.continuous_memory:ContinuousRecallEnv",
 }
 _TRAJECTORY_ONLY = {
     "GoalGridInstruction-v0": "wrappers.envs.goal_grid:make_goal_grid_instruction",
