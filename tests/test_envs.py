@@ -237,3 +237,51 @@ def test_toy_env_bad_arguments():
         GoalGridEnv(size=2, n_objects=4)
     with pytest.raises(ValueError, match="p_bad <= p_good"):
         TwoArmedBanditEnv(p_good=0.1, p_bad=0.9)
+
+
+# -- episode ends: fixed horizons are terminal, real time limits bootstrap ---------------------------------------------
+
+
+def test_trial_time_limit_at_the_end_of_a_trial_is_terminal():
+    inner = gym.wrappers.TimeLimit(MetaBanditEnv(pulls=10), 2)  # every inner episode ends by its time limit
+    env = TrialWrapper(inner, episodes=2)
+    env.reset(seed=0)
+    ends = [env.step(0)[2:4] for _ in range(4)]
+    assert ends == [(False, False)] * 3 + [(True, False)]  # the trial's horizon: terminated, not truncated
+    env = TrialWrapper(gym.wrappers.TimeLimit(MetaBanditEnv(pulls=10), 2), episodes=2, truncated_is_done=False)
+    env.reset(seed=0)
+    assert [env.step(0)[2:4] for _ in range(4)][-1] == (False, True)
+
+
+def test_trajectory_wrapper_truncated_is_done_option():
+    env = wrappers.TrajectoryWrapper(gym.wrappers.TimeLimit(TwoArmedBanditEnv(), 3), truncated_is_done=True)
+    env.reset(seed=0)
+    out = [env.step(0) for _ in range(3)]
+    assert [o[2:4] for o in out] == [(False, False), (False, False), (True, False)]
+    assert out[-1][4]["truncated"] is True
+    plain = wrappers.TrajectoryWrapper(gym.wrappers.TimeLimit(TwoArmedBanditEnv(), 3))
+    plain.reset(seed=0)
+    assert [plain.step(0)[2:4] for _ in range(3)][-1] == (False, True)  # default: a time limit is a truncation
+    with pytest.raises(TypeError, match="truncated_is_done must be a bool"):
+        wrappers.TrajectoryWrapper(TwoArmedBanditEnv(), truncated_is_done="yes")
+
+
+def test_recorder_stores_fixed_horizon_ends_as_terminal(tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder
+
+    # POPGym's MultiarmedBanditEasy ends by truncation at its fixed length; the trajectory form makes that terminal
+    for truncated_is_done, expect_terminal in ((True, True), (False, False)):
+        env = make_vec_env(lambda: gym.make("popgym-MultiarmedBanditEasy-v0", truncated_is_done=truncated_is_done),
+                           n_envs=1, seed=0)
+        store = TrajectoryStore(tmp_path / str(truncated_is_done), max_steps=10_000)
+        rec = VecTrajectoryRecorder(1, store, chunk_len=512, overlap=0)
+        rec.reset(env.reset())
+        done = np.zeros(1, bool)
+        while not done[0]:
+            action = np.array([env.action_space.sample()])
+            obs, rew, done, infos = env.step(action)
+            rec.step(action, rew, done, infos, obs)
+        (traj,) = [store.load(p) for p in sorted(store.directory.glob("*.npz"))]
+        assert bool(traj.terminated[-1]) is expect_terminal and bool(traj.truncated[-1]) is not expect_terminal

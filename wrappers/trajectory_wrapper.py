@@ -15,6 +15,11 @@ key             space                         value
 ==============  ============================  ==============================================================
 
 Actions pass through unchanged.
+
+Episode ends: ``truncated_is_done=True`` reports a truncation (a time limit) as a termination, so that a learner does
+not bootstrap a value past it. Use it when the horizon is part of the task (a fixed-length game whose remaining time
+the agent sees, as in POPGym, where the original AMAGO does the same); keep the default (``False``: bootstrap) for
+time limits that only cut an open-ended task short. The wrapped env's own flag is kept in ``info["truncated"]``.
 """
 
 from __future__ import annotations
@@ -119,14 +124,16 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
             space and a Discrete / MultiDiscrete / Box action space.
         max_episode_steps: divides ``time``; defaults to ``env.spec.max_episode_steps`` or the env's
             ``max_episode_length`` attribute (POPGym). When none is known ``time`` is the raw step count.
+        truncated_is_done: report truncations as terminations (fixed-horizon tasks; module docstring).
 
     Raises:
         UnsupportedSpaceError: (a ``ValueError`` and ``TypeError``) for spaces the agent cannot embed.
         ValueError: when the wrapped env returns a NaN/inf observation or reward.
     """
 
-    def __init__(self, env: gym.Env, *, max_episode_steps: int | None = None):
-        gym.utils.RecordConstructorArgs.__init__(self, max_episode_steps=max_episode_steps)
+    def __init__(self, env: gym.Env, *, max_episode_steps: int | None = None, truncated_is_done: bool = False):
+        gym.utils.RecordConstructorArgs.__init__(self, max_episode_steps=max_episode_steps,
+                                                 truncated_is_done=truncated_is_done)
         gym.ObservationWrapper.__init__(self, env)
         if is_trajectory_space(env.observation_space):
             raise ValueError(
@@ -140,6 +147,9 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         self.max_episode_steps: int | None = (
             int(max_episode_steps) if max_episode_steps is not None else _find_max_episode_steps(env)
         )
+        if not isinstance(truncated_is_done, (bool, np.bool_)):
+            raise TypeError(f"truncated_is_done must be a bool, got {truncated_is_done!r}.")
+        self.truncated_is_done = bool(truncated_is_done)
         self._action_dim = action_dim(env.action_space)
         self._dict_obs = isinstance(env.observation_space, spaces.Dict)
         self.observation_space = spaces.Dict(
@@ -185,7 +195,11 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         self._prev_action = encode_action(self.env.action_space, action)
         self._prev_reward = reward_f
         self._is_reset = False
-        return self.observation(obs), reward_f, bool(terminated), bool(truncated), info
+        terminated, truncated = bool(terminated), bool(truncated)
+        if self.truncated_is_done and truncated:
+            info = {**info, "truncated": True}
+            terminated, truncated = True, False
+        return self.observation(obs), reward_f, terminated, truncated, info
 
     def observation(self, observation: Any) -> dict[str, Any]:
         """Build the trajectory-form ``Dict`` around the env's ``observation``."""

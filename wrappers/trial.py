@@ -6,6 +6,10 @@ agent's memory spans the whole trial (RL^2 / AMAGO "rolling through resets"). Th
 the agent sees how it ended. ``time`` counts outer steps, divided by ``episodes * max_episode_steps`` of the inner
 env when that is known (else the raw outer step count).
 
+The trial has a fixed horizon of ``episodes`` inner episodes: when the last one ends by a time limit, the trial ends as
+``terminated`` (nothing follows it to bootstrap from, as in the original AMAGO's fixed-horizon rollouts), unless
+``truncated_is_done=False``.
+
 ``info`` keys added: ``"trial_episode"`` (index of the inner episode the returned observation belongs to),
 ``"inner_episode_done"`` (True on the step that ended an inner episode), ``"inner_terminated"``,
 ``"inner_truncated"`` and, on that step, ``"inner_final_observation"`` (the inner episode's last timestep).
@@ -48,10 +52,11 @@ class TrialWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             here if it is not in trajectory form yet). Envs that expose a ``task_id`` attribute are checked: a
             ``task_id`` that changes on an inner reset raises :class:`KeepTaskError`.
         episodes: inner episodes per trial (``k >= 1``).
+        truncated_is_done: the end of the trial by the last inner episode's time limit is a termination.
     """
 
-    def __init__(self, env: gym.Env, episodes: int = 2):
-        gym.utils.RecordConstructorArgs.__init__(self, episodes=episodes)
+    def __init__(self, env: gym.Env, episodes: int = 2, truncated_is_done: bool = True):
+        gym.utils.RecordConstructorArgs.__init__(self, episodes=episodes, truncated_is_done=truncated_is_done)
         env = ensure_trajectory_env(env)
         gym.Wrapper.__init__(self, env)
         if not isinstance(episodes, (int, np.integer)) or episodes < 1:
@@ -62,6 +67,7 @@ class TrialWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "a trial; add `options=None` to its reset and keep the task when options.get('keep_task') is true."
             )
         self.episodes = int(episodes)
+        self.truncated_is_done = bool(truncated_is_done)
         try:
             inner = env.get_wrapper_attr("max_episode_steps")
         except AttributeError:
@@ -102,6 +108,8 @@ class TrialWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             obs = {**new_obs, "prev_action": obs["prev_action"], "prev_reward": obs["prev_reward"]}
             info.update({f"reset_{key}": value for key, value in reset_info.items()})
             terminated = truncated = False
+        elif truncated and self.truncated_is_done:  # the trial's fixed horizon is over: nothing to bootstrap from
+            terminated, truncated = True, False
         obs = {**obs, "time": self._time()}
         info["trial_episode"] = self.trial_episode
         return obs, reward, bool(terminated), bool(truncated), info

@@ -6,6 +6,11 @@ baselines). In both cases :class:`PopgymAdapter` first turns ``Tuple`` observati
 ``Dict`` with keys ``"0", "1", ...`` and exposes ``max_episode_length`` for every env (POPGym names it
 ``episode_length`` in Concentration and leaves it implicit in HigherLower, whose episode lasts one deck).
 
+Episode ends: POPGym's games have a fixed length that is part of the task (the agent sees ``time``), so the trajectory
+form reports the end of that length as a termination (``TrajectoryWrapper(truncated_is_done=True)``, as the original
+AMAGO treats POPGym's horizons); pass ``truncated_is_done=False`` to bootstrap through it instead. The plain env
+(``trajectory=False``, for SB3 baselines) is POPGym's own: truncated, which SB3 bootstraps.
+
 Importing ``popgym`` registers its own ``popgym-*`` ids; :func:`register_popgym` replaces them with ours.
 """
 
@@ -59,8 +64,9 @@ class PopgymAdapter(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return observation
 
 
-def make_popgym(name: str, trajectory: bool = True, **kwargs: Any) -> gym.Env:
-    """Build POPGym env class ``name`` (e.g. ``"RepeatPreviousEasy"``), adapted; in trajectory form by default."""
+def make_popgym(name: str, trajectory: bool = True, truncated_is_done: bool = True, **kwargs: Any) -> gym.Env:
+    """Build POPGym env class ``name`` (e.g. ``"RepeatPreviousEasy"``), adapted; in trajectory form by default, where
+    the end of the game's fixed length is a termination unless ``truncated_is_done=False`` (module docstring)."""
     classes = _popgym_classes()
     if name not in classes:
         raise ValueError(f"Unknown POPGym env {name!r}; available: {sorted(classes)}.")
@@ -68,7 +74,7 @@ def make_popgym(name: str, trajectory: bool = True, **kwargs: Any) -> gym.Env:
     if trajectory:
         from wrappers.trajectory_wrapper import TrajectoryWrapper
 
-        env = TrajectoryWrapper(env, max_episode_steps=env.max_episode_length)
+        env = TrajectoryWrapper(env, max_episode_steps=env.max_episode_length, truncated_is_done=truncated_is_done)
     return env
 
 
