@@ -34,7 +34,7 @@ from amago_sb.nonfinite import NonFiniteGuard
 from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
 
-__all__ = ["AMAGO"]
+__all__ = ["AMAGO", "episode_context_len"]
 
 SelfAMAGO = TypeVar("SelfAMAGO", bound="AMAGO")
 
@@ -57,6 +57,23 @@ def _prepare_env(env: GymEnv | str | None, n_envs: int, seed: int | None) -> Gym
     raise TypeError(f"env must be a gymnasium env, an env id or an SB3 VecEnv, got {type(env).__name__}.")
 
 
+def episode_context_len(env: VecEnv | None) -> int:
+    """``context_len="episode"``: the observation rows of a whole episode, ``max_episode_steps + 1``.
+
+    An episode of ``T`` steps has ``T + 1`` timesteps (the first observation and one after each action); a context of
+    ``T`` rows would cut the first cue or the last step from half the windows. ``max_episode_steps`` is the trajectory
+    wrapper's (``TimeLimit``, POPGym's episode length, ``episodes x`` the inner length for trials).
+    """
+    if env is None:
+        raise ValueError("context_len='episode' needs an env to read the episode length from; pass an int.")
+    lengths = set(env.get_attr("max_episode_steps"))
+    if len(lengths) != 1 or None in lengths or 0 in lengths:
+        raise ValueError(f"context_len='episode' needs one known episode length, but the envs report "
+                         f"max_episode_steps={sorted(lengths, key=str)}; give the env a time limit "
+                         "(gymnasium.wrappers.TimeLimit or max_episode_steps in its registration) or pass an int.")
+    return int(lengths.pop()) + 1
+
+
 class AMAGO(BaseAlgorithm):
     """AMAGO: off-policy actor-critic over whole trajectories with a shared sequence model.
 
@@ -69,7 +86,8 @@ class AMAGO(BaseAlgorithm):
         replay_dir: directory of the replay files (default: a private temporary directory, deleted with the model).
             Give one to keep the data, to resume (`AMAGO.load(path, replay_dir=...)`) or to share it with collectors.
         batch_size: windows per update.
-        context_len: timesteps the policy sees, in training windows and when acting (KV-cache size).
+        context_len: timesteps the policy sees, in training windows and when acting (KV-cache size); ``"episode"``:
+            the whole episode, ``max_episode_steps + 1`` rows (an episode of ``T`` steps has ``T + 1`` timesteps).
         gammas: discount factors, all trained in parallel (multi-gamma); acting uses the largest.
         train_freq: vector-env steps collected between training phases (``train_freq * n_envs`` env steps).
         gradient_steps: updates per training phase; None: ``train_freq * n_envs / 16`` (one update per 16 env steps,
@@ -117,7 +135,7 @@ class AMAGO(BaseAlgorithm):
         buffer_size: int = 1_000_000,
         replay_dir: str | None = None,
         batch_size: int = 24,
-        context_len: int = 64,
+        context_len: int | str = 64,
         gammas: tuple[float, ...] = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999),
         train_freq: int = 16,
         gradient_steps: int | None = None,
@@ -153,8 +171,10 @@ class AMAGO(BaseAlgorithm):
         if isinstance(policy, str) and policy not in self.policy_aliases:
             raise ValueError(f"Unknown AMAGO policy {policy!r}; use one of {sorted(self.policy_aliases)} "
                              "or an AMAGOPolicy subclass.")
-        if not isinstance(context_len, (int, np.integer)) or isinstance(context_len, bool) or context_len < 1:
-            raise ValueError(f"context_len must be an int >= 1 (timesteps the policy sees), got {context_len!r}.")
+        if context_len != "episode" and (not isinstance(context_len, (int, np.integer)) or isinstance(context_len, bool)
+                                         or context_len < 1):
+            raise ValueError(f"context_len must be an int >= 1 (timesteps the policy sees) or 'episode', got "
+                             f"{context_len!r}.")
         if not gammas or any(not 0.0 <= float(g) < 1.0 for g in gammas):
             raise ValueError(f"gammas must be a non-empty list of discounts in [0, 1), got {gammas!r}.")
         if not 1 <= num_critics_td <= num_critics:
@@ -174,6 +194,8 @@ class AMAGO(BaseAlgorithm):
             reason = unsupported_action_reason(self.action_space)
             if reason is not None:
                 raise ValueError(reason)
+        if context_len == "episode":
+            context_len = episode_context_len(self.env)
         self.buffer_size, self.replay_dir, self.batch_size = int(buffer_size), replay_dir, int(batch_size)
         self.context_len, self.gammas = int(context_len), tuple(sorted(float(g) for g in gammas))
         self.train_freq, self.learning_starts = int(train_freq), int(learning_starts)

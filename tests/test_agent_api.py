@@ -280,3 +280,20 @@ def test_long_episodes_chunked_and_acting_past_the_context():
         a, state = model.predict(obs, state, start, deterministic=True)
         obs, _, start, _ = env.step(a)
     assert int(state.count.max()) >= 5
+
+
+def test_context_len_episode_is_the_whole_episode_and_windows_keep_the_first_row():
+    from amago_sb.algorithm import episode_context_len
+
+    model = AMAGO("Transformer", "popgym-RepeatFirstEasy-v0", context_len="episode", n_envs=2, learning_starts=0,
+                  policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2), seed=0)
+    T = model.env.get_attr("max_episode_steps")[0]
+    assert model.context_len == T + 1 and model.policy.cfg["context_len"] == T + 1
+    model.learn(2 * (T + 1), log_interval=0)  # at least one whole episode per env
+    batch = model.sampler.sample(16)
+    full = batch.mask.sum(1) == T + 1
+    assert full.any() and bool((batch.observations["reset"][full, 0, 0] == 1).all())  # the cue row is in the window
+    with pytest.raises(ValueError, match="needs one known episode length"):
+        from gymnasium.envs.classic_control import CartPoleEnv  # no time limit: the episode length is unknown
+
+        episode_context_len(make_vec_env(lambda: wrappers.make_env(CartPoleEnv()), n_envs=1))
