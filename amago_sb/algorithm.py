@@ -101,8 +101,12 @@ class AMAGO(BaseAlgorithm):
         critic_coeff: weight of the critic loss in the total loss.
         reward_multiplier: rewards are multiplied by this inside the TD target (PopArt then removes the scale).
         relabel: hindsight instruction relabeling at sample time (default: on for envs with an ``instruction`` key).
-        exploration_start, exploration_end, exploration_steps: noise level annealed linearly over total env steps,
-            multiplied by a per-episode random scale (``amago_sb.exploration``).
+        exploration_start, exploration_end, exploration_steps: AMAGO's bilevel noise schedule
+            (``amago_sb.exploration``): the level at the start of an episode anneals from ``exploration_start`` to
+            ``exploration_end`` over ``exploration_steps`` total env steps (None: the budget of each ``learn()`` call),
+            decays within every episode toward ``exploration_end`` (down to a fifth of it), and is multiplied by a
+            per-episode random scale. The within-episode decay spans the env's episode length (``context_len`` steps
+            where the env does not know it).
         exploration_class, exploration_kwargs: the noise schedule (a subclass of ``EpisodicExploration``, e.g.
             ``QuietCorridorExploration``) and its extra keyword arguments.
         lr_warmup_steps: updates of linear learning-rate warmup.
@@ -150,7 +154,7 @@ class AMAGO(BaseAlgorithm):
         relabel: bool | None = None,
         exploration_start: float = 1.0,
         exploration_end: float = 0.05,
-        exploration_steps: int = 6_000,
+        exploration_steps: int | None = None,
         exploration_class: type[EpisodicExploration] = EpisodicExploration,
         exploration_kwargs: dict[str, Any] | None = None,
         lr_warmup_steps: int = 100,
@@ -205,7 +209,11 @@ class AMAGO(BaseAlgorithm):
         self.critic_coeff = float(critic_coeff)
         self.reward_multiplier, self.relabel = float(reward_multiplier), relabel
         self.exploration_start, self.exploration_end = float(exploration_start), float(exploration_end)
-        self.exploration_steps, self.lr_warmup_steps = int(exploration_steps), int(lr_warmup_steps)
+        if exploration_steps is not None and (isinstance(exploration_steps, bool) or int(exploration_steps) < 0):
+            raise ValueError(f"exploration_steps must be an int >= 0 or None (anneal over the learn() budget), got "
+                             f"{exploration_steps!r}.")
+        self.exploration_steps = None if exploration_steps is None else int(exploration_steps)
+        self.lr_warmup_steps = int(lr_warmup_steps)
         if not (isinstance(exploration_class, type) and issubclass(exploration_class, EpisodicExploration)):
             raise TypeError(f"exploration_class must be a subclass of amago_sb.exploration.EpisodicExploration, got "
                             f"{exploration_class!r}.")
@@ -251,11 +259,21 @@ class AMAGO(BaseAlgorithm):
     def _make_collectors(self) -> None:
         chunk = self.chunk_len if self.chunk_len is not None else max(4 * self.context_len, 64)
         self.recorder = VecTrajectoryRecorder(self.n_envs, self.replay, chunk_len=chunk, overlap=self.context_len - 1)
+        kwargs = {"horizon": self._episode_horizon(), **self.exploration_kwargs}
+        anneal = self.exploration_steps if self.exploration_steps is not None else max(self._total_timesteps, 1)
         self.exploration = self.exploration_class(self.policy.spec, self.n_envs, eps_start=self.exploration_start,
-                                                  eps_end=self.exploration_end, anneal_steps=self.exploration_steps,
-                                                  seed=self.seed, **self.exploration_kwargs)
+                                                  eps_end=self.exploration_end, anneal_steps=anneal, seed=self.seed,
+                                                  **kwargs)
         self._act_state = None
         self._recorder_live = False
+
+    def _episode_horizon(self) -> int:
+        """Episode length of the env (the within-episode span of the exploration decay); ``context_len`` if unknown."""
+        if self.env is not None:
+            lengths = set(self.env.get_attr("max_episode_steps"))
+            if len(lengths) == 1 and isinstance(length := lengths.pop(), (int, np.integer)) and length > 0:
+                return int(length)
+        return self.context_len
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + ["replay", "sampler", "recorder", "exploration", "_act_state",
@@ -338,6 +356,8 @@ class AMAGO(BaseAlgorithm):
             self._act_state = self.policy.initial_state(self.n_envs)
             self.exploration.episode_step[:] = 0  # fresh episodes in every env
             self._recorder_live = True
+        if self.exploration_steps is None:  # the schedule follows this call's budget
+            self.exploration.anneal_steps = max(self._total_timesteps, 1)
         callback.on_training_start(locals(), globals())
         self._log_interval = log_interval
         self._episodes_logged = self._episode_num

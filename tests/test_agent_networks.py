@@ -210,6 +210,46 @@ def test_exploration_anneals_and_respects_bounds():
         EpisodicExploration(spec, 1, eps_start=2.0)
 
 
+def test_exploration_is_bilevel_over_training_and_within_episodes():
+    ex = EpisodicExploration(ActionSpec(spaces.Discrete(3)), 2, eps_start=1.0, eps_end=0.05, anneal_steps=100,
+                             horizon=10, seed=0)
+    ex.multiplier[:] = 1.0
+
+    def episode(num_timesteps):
+        ex.new_episodes(np.ones(2, bool))
+        ex.multiplier[:] = 1.0
+        levels = []
+        for _ in range(12):
+            levels.append(ex.epsilon(num_timesteps)[0])
+            ex(np.zeros(2, np.int64), num_timesteps)
+        return np.array(levels)
+
+    early, late = episode(0), episode(100)
+    np.testing.assert_allclose(early[:11], np.linspace(1.0, 0.05, 11))  # start -> end of the episode
+    np.testing.assert_allclose(early[11], 0.05)  # past the horizon: the end level
+    np.testing.assert_allclose(late[:11], np.linspace(0.05, 0.01, 11))  # annealed: 0.05 -> 0.01 as the original
+    np.testing.assert_allclose(episode(50)[0], 0.525)  # halfway through training
+    with pytest.raises(ValueError, match="horizon must be an int >= 1"):
+        EpisodicExploration(ActionSpec(spaces.Discrete(3)), 1, horizon=0)
+
+
+def test_amago_exploration_follows_the_episode_length_and_the_budget():
+    from amago_sb import AMAGO
+
+    model = AMAGO("FF", "popgym-RepeatPreviousEasy-v0", n_envs=2, learning_starts=10_000, policy_kwargs=dict(d_model=16))
+    assert model.exploration.horizon == model.env.get_attr("max_episode_steps")[0]
+    model.learn(320)
+    assert model.exploration.anneal_steps == 320  # exploration_steps=None: the learn() budget
+    model.learn(320, reset_num_timesteps=False)
+    assert model.exploration.anneal_steps == 640
+    fixed = AMAGO("FF", "popgym-RepeatPreviousEasy-v0", n_envs=2, exploration_steps=1000, learning_starts=10_000,
+                  policy_kwargs=dict(d_model=16))
+    fixed.learn(64)
+    assert fixed.exploration.anneal_steps == 1000
+    with pytest.raises(ValueError, match="exploration_steps must be an int >= 0 or None"):
+        AMAGO("FF", "popgym-RepeatPreviousEasy-v0", exploration_steps=-1)
+
+
 def test_quiet_corridor_exploration_follows_the_episode_step():
     spec = ActionSpec(spaces.Discrete(4))
     ex = QuietCorridorExploration(spec, 2, horizon=10, start_window=2, end_window=3, eps_start=1.0, eps_end=1.0, seed=0)
