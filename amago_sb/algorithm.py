@@ -34,7 +34,7 @@ from amago_sb.nonfinite import NonFiniteGuard
 from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
 
-__all__ = ["AMAGO", "episode_context_len"]
+__all__ = ["AMAGO", "GAMMA_PRESETS", "episode_context_len", "resolve_gammas"]
 
 SelfAMAGO = TypeVar("SelfAMAGO", bound="AMAGO")
 
@@ -55,6 +55,38 @@ def _prepare_env(env: GymEnv | str | None, n_envs: int, seed: int | None) -> Gym
     if isinstance(env, gym.Env):
         return wrappers.ensure_trajectory_env(env)
     raise TypeError(f"env must be a gymnasium env, an env id or an SB3 VecEnv, got {type(env).__name__}.")
+
+
+#: Discount sets (``AMAGO(gammas=<name>)``). ``"short"``, the default: the original v3's suggested set plus 0.999, for
+#: short CPU budgets and episodes up to a few hundred steps. ``"discrete"`` / ``"continuous"``: the paper's sets (its 18
+#: discrete entries hold 0.999 twice: 17 distinct, up to 0.9995; 6 for Box actions, which pay one critic pass per
+#: discount, hence fewer).
+GAMMA_PRESETS: dict[str, tuple[float, ...]] = {
+    "short": (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999),
+    "discrete": (0.7, 0.9, 0.93, 0.95, 0.98, 0.99, 0.992, 0.994, 0.995, 0.997, 0.998, 0.999, 0.9991, 0.9992, 0.9993,
+                 0.9994, 0.9995),
+    "continuous": (0.9, 0.95, 0.99, 0.993, 0.996, 0.999),
+}
+
+
+def resolve_gammas(gammas: Any, main_gamma: float | None) -> tuple[tuple[float, ...], float]:
+    """``gammas`` (a preset name or discounts) and ``main_gamma`` -> (sorted discounts incl. ``main_gamma``, main)."""
+    if isinstance(gammas, str):
+        if gammas not in GAMMA_PRESETS:
+            raise ValueError(f"gammas={gammas!r} is not a preset; use one of {sorted(GAMMA_PRESETS)} or a list of "
+                             "discounts.")
+        gammas = GAMMA_PRESETS[gammas]
+    if isinstance(gammas, (int, float, np.number)) or not hasattr(gammas, "__iter__"):
+        raise TypeError(f"gammas must be a list of discounts or a preset name, got {gammas!r}; for one discount pass "
+                        f"gammas=[{gammas!r}].")
+    values = [float(g) for g in gammas]
+    if main_gamma is not None:
+        values.append(float(main_gamma))
+    if not values or any(not 0.0 <= g < 1.0 for g in values):
+        raise ValueError(f"gammas must be a non-empty list of discounts in [0, 1), got {gammas!r} "
+                         f"(main_gamma={main_gamma!r}).")
+    values = sorted(set(values))
+    return tuple(values), values[-1] if main_gamma is None else float(main_gamma)
 
 
 def episode_context_len(env: VecEnv | None) -> int:
@@ -88,7 +120,10 @@ class AMAGO(BaseAlgorithm):
         batch_size: windows per update.
         context_len: timesteps the policy sees, in training windows and when acting (KV-cache size); ``"episode"``:
             the whole episode, ``max_episode_steps + 1`` rows (an episode of ``T`` steps has ``T + 1`` timesteps).
-        gammas: discount factors, all trained in parallel (multi-gamma); acting uses the largest.
+        gammas: discount factors, all trained in parallel (multi-gamma), or a preset name: ``"short"`` (default),
+            ``"discrete"`` / ``"continuous"`` (the paper's 18 / 6 discounts; see ``GAMMA_PRESETS``).
+        main_gamma: the discount whose actor head acts and whose values are logged as ``train/q_main`` (added to
+            ``gammas`` if missing); default the largest. The original acts with 0.999.
         train_freq: vector-env steps collected between training phases (``train_freq * n_envs`` env steps).
         gradient_steps: updates per training phase; None: ``train_freq * n_envs / 16`` (one update per 16 env steps,
             measured as the fastest way to solve RepeatPreviousEasy on CPU, whatever the number of envs).
@@ -140,7 +175,8 @@ class AMAGO(BaseAlgorithm):
         replay_dir: str | None = None,
         batch_size: int = 24,
         context_len: int | str = 64,
-        gammas: tuple[float, ...] = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999),
+        gammas: tuple[float, ...] | str = "short",
+        main_gamma: float | None = None,
         train_freq: int = 16,
         gradient_steps: int | None = None,
         learning_starts: int = 1000,
@@ -179,8 +215,7 @@ class AMAGO(BaseAlgorithm):
                                          or context_len < 1):
             raise ValueError(f"context_len must be an int >= 1 (timesteps the policy sees) or 'episode', got "
                              f"{context_len!r}.")
-        if not gammas or any(not 0.0 <= float(g) < 1.0 for g in gammas):
-            raise ValueError(f"gammas must be a non-empty list of discounts in [0, 1), got {gammas!r}.")
+        gammas, main_gamma = resolve_gammas(gammas, main_gamma)
         if not 1 <= num_critics_td <= num_critics:
             raise ValueError(f"num_critics_td must be in [1, num_critics={num_critics}], got {num_critics_td}.")
         for name, val in (("batch_size", batch_size), ("train_freq", train_freq), ("n_envs", n_envs)):
@@ -201,7 +236,7 @@ class AMAGO(BaseAlgorithm):
         if context_len == "episode":
             context_len = episode_context_len(self.env)
         self.buffer_size, self.replay_dir, self.batch_size = int(buffer_size), replay_dir, int(batch_size)
-        self.context_len, self.gammas = int(context_len), tuple(sorted(float(g) for g in gammas))
+        self.context_len, self.gammas, self.main_gamma = int(context_len), gammas, main_gamma
         self.train_freq, self.learning_starts = int(train_freq), int(learning_starts)
         self.gradient_steps = None if gradient_steps is None else int(gradient_steps)
         self.tau, self.num_critics, self.num_critics_td = float(tau), int(num_critics), int(num_critics_td)
@@ -233,7 +268,8 @@ class AMAGO(BaseAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule,
-                                        gammas=self.gammas, context_len=self.context_len, num_critics=self.num_critics,
+                                        gammas=self.gammas, main_gamma=getattr(self, "main_gamma", None), context_len=self.context_len,
+                                        num_critics=self.num_critics,
                                         **self.policy_kwargs).to(self.device)
         has_instruction = "instruction" in wrappers.flatten_keys(self.observation_space)
         if self.relabel is None:

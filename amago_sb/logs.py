@@ -22,6 +22,8 @@ def record_train_stats(model: Any, sums: dict[str, torch.Tensor], n: int, grad_n
         elif k in ("q_mean", "td_target_mean", "popart_sigma"):  # one value per discount factor
             for g, x in zip(model.policy.gammas.tolist(), (v / n).tolist()):
                 log(f"train/{k}_g{g:g}", x)
+            if k == "q_mean":
+                log("train/q_main", float(v[model.policy.main_index] / n))  # the acting discount's values
     log("train/grad_norm", grad_norm)
     log("train/nonfinite_skips", model._nonfinite_skips)
     log("train/learning_rate", lr)

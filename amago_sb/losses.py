@@ -120,7 +120,7 @@ def amago_loss(
             "filtered_bc_frac": masked_mean(keep, tmask),
             "q_mean": (q_real * valid[..., None]).sum((0, 1)) / n,  # (G,)
             "td_target_mean": (y[:, :, 0] * valid[..., None]).sum((0, 1)) / n,  # (G,)
-            "policy_entropy": masked_mean(pi.entropy()[..., -1], tmask),
+            "policy_entropy": masked_mean(pi.entropy()[..., policy.main_index], tmask),
             "popart_sigma": popart.sigma.detach().clone(),
         }
         for i, e in enumerate(entropies):

@@ -61,7 +61,8 @@ class AMAGOPolicy(BasePolicy):
         observation_space: trajectory-form ``Dict`` space.
         action_space: Discrete, MultiDiscrete or bounded Box.
         lr_schedule: learning-rate schedule (the algorithm applies warmup on top).
-        gammas: discount factors, ascending; acting uses the last (largest).
+        gammas: discount factors, ascending (multi-gamma: one actor head and critic output each).
+        main_gamma: the discount whose actor head acts (one of ``gammas``; default the largest).
         context_len: tokens the Transformer attends to (KV-cache size).
         num_critics: critic ensemble size.
         d_model, n_layers, n_heads, d_ff, dropout, normformer: trajectory-encoder size / options (``d_ff`` defaults to
@@ -81,6 +82,7 @@ class AMAGOPolicy(BasePolicy):
         lr_schedule: Schedule,
         *,
         gammas: tuple[float, ...] = (0.1, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999),
+        main_gamma: float | None = None,
         context_len: int = 64,
         num_critics: int = 4,
         d_model: int = 64,
@@ -103,7 +105,12 @@ class AMAGOPolicy(BasePolicy):
         if not is_trajectory_space(observation_space):
             raise ValueError(f"AMAGOPolicy needs a trajectory-form observation space, got {observation_space}. "
                              + RAW_OBS_HELP)
-        self.cfg = dict(gammas=tuple(float(g) for g in gammas), context_len=context_len, num_critics=num_critics,
+        gammas = tuple(sorted(float(g) for g in gammas))
+        main_gamma = gammas[-1] if main_gamma is None else float(main_gamma)
+        if main_gamma not in gammas:
+            raise ValueError(f"main_gamma={main_gamma} is not one of gammas={gammas}; add it to gammas.")
+        self.main_index = gammas.index(main_gamma)  # the acting head
+        self.cfg = dict(gammas=gammas, main_gamma=main_gamma, context_len=context_len, num_critics=num_critics,
                         d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, dropout=dropout,
                         normformer=normformer, tstep_dim=tstep_dim, tstep_hidden=tstep_hidden, head_hidden=head_hidden,
                         popart_beta=popart_beta, weight_decay=weight_decay)
@@ -142,7 +149,8 @@ class AMAGOPolicy(BasePolicy):
 
     @property
     def main_gamma(self) -> float:
-        return float(self.gammas[-1])
+        """The discount of the acting head."""
+        return float(self.gammas[self.main_index])
 
     def update_targets(self, tau: float) -> None:
         """Polyak-average the target actor and critics toward the online ones."""
@@ -188,7 +196,7 @@ class AMAGOPolicy(BasePolicy):
         """One step for ``n`` envs: ``obs`` ``{key: (n, *shape)}`` -> policy actions ``(n, ...)`` (Box in [-1, 1])."""
         o = self.tstep_encoder(obs)  # (n, tstep_dim)
         s, state = self.traj_encoder.step(o, state)  # (n, D)
-        dist = self.spec.dist(self.actor(s)[:, -1])  # head of the main (largest) gamma
+        dist = self.spec.dist(self.actor(s)[:, self.main_index])  # the head of main_gamma
         return (dist.mode() if deterministic else dist.sample()), state
 
     def predict(  # type: ignore[override]

@@ -297,3 +297,27 @@ def test_context_len_episode_is_the_whole_episode_and_windows_keep_the_first_row
         from gymnasium.envs.classic_control import CartPoleEnv  # no time limit: the episode length is unknown
 
         episode_context_len(make_vec_env(lambda: wrappers.make_env(CartPoleEnv()), n_envs=1))
+
+
+def test_gamma_presets_and_main_gamma_pick_the_acting_head():
+    from amago_sb.algorithm import GAMMA_PRESETS
+
+    tiny = dict(n_envs=1, policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2))
+    discrete = AMAGO("FF", "popgym-RepeatPreviousEasy-v0", gammas="discrete", **tiny)
+    # the paper's 18-entry list holds 0.999 twice (once listed, once appended as the main gamma): 17 distinct
+    assert len(discrete.gammas) == 17 and max(discrete.gammas) == 0.9995 and discrete.policy.main_gamma == pytest.approx(0.9995)
+    box = AMAGO("FF", "PointMassCue-v0", gammas="continuous", **tiny)
+    assert box.gammas == GAMMA_PRESETS["continuous"] and len(box.gammas) == 6
+    model = AMAGO("FF", "popgym-RepeatPreviousEasy-v0", gammas=[0.9, 0.999], main_gamma=0.5, **tiny)
+    assert model.gammas == (0.5, 0.9, 0.999) and model.policy.main_index == 0
+    last = model.policy.actor.net.net[-1]  # head g's logits prefer action g (G = 3 heads, A = 4 actions)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.eye(3, 4).flatten() * 5.0)
+    obs = model.get_env().reset()
+    action, _ = model.predict(obs, episode_start=np.ones(1, bool), deterministic=True)
+    assert int(action[0]) == 0  # the head of main_gamma=0.5, not the largest discount's (action 2)
+    with pytest.raises(ValueError, match="not a preset"):
+        AMAGO("FF", "popgym-RepeatPreviousEasy-v0", gammas="long", **tiny)
+    with pytest.raises(TypeError, match=re.escape("for one discount pass gammas=[0.99]")):
+        AMAGO("FF", "popgym-RepeatPreviousEasy-v0", gammas=0.99, **tiny)
