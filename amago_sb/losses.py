@@ -10,7 +10,7 @@ factors ``gamma_g``; ``C`` critics; ``m_t`` the valid-transition mask (transitio
    is 0, since the min underestimates without a policy-gradient term).
 3. PopArt: update per-gamma statistics of ``y``, then ``L_critic = mean_m (w Q_cg(s_t, a_t) + b - (y_g - mu_g) / sigma_g)^2``.
 4. Actor, per gamma head ``g``: ``L_online = -PopArt(min_c Q_cg(s_t, a~pi_g))`` (discrete: ``sum_a pi_g(a) Q_cg(s_t, a)``,
-   Box: reparameterized sample, MultiDiscrete: straight-through sample), with the critic's *parameters detached* so
+   Box: reparameterized sample clamped to +-0.999 at the critic input, MultiDiscrete: straight-through sample), with the critic's *parameters detached* so
    that this term trains the actor and the encoder but never the critics (one backward pass instead of AMAGO's two).
    ``L_bc = -1[A_g > 0] * log pi_g(a_t | s_t)`` with ``A_g = mean_c Q_cg(s_t, a_t) - mean_c Q_cg(s_t, a~pi_g)``
    (filtered behaviour cloning: imitate replay actions that the critics rate above the policy).
@@ -97,7 +97,7 @@ def amago_loss(
     if spec.discrete:
         q_pi = (q_all.detach() * pi.probs.unsqueeze(2)).sum(-1)  # (B, W-1, C, G), gradient only through pi
     else:
-        a_pi = pi.rsample() if spec.kind == "box" else pi.straight_through()  # (B, W-1, G, A_in)
+        a_pi = _critic_action(spec, pi.rsample() if spec.kind == "box" else pi.straight_through())  # (B, W-1, G, A_in)
         q_pi = policy.critics(s_t.detach(), a_pi, detach_params=True)  # (B, W-1, C, G)
     online = -popart.normalized(q_pi.min(dim=2).values)  # (B, W-1, G)
     with torch.no_grad():
@@ -128,8 +128,16 @@ def amago_loss(
     return loss, stats
 
 
+#: Box actions enter the critics clamped to +-BOX_CRITIC_CLAMP (the original's guard: past it the ``-Q`` gradient is zero,
+#: so the actor cannot be pushed to the border of the action space, where tanh saturates and learning stalls).
+BOX_CRITIC_CLAMP = 0.999
+
+
 def _critic_action(spec, a: torch.Tensor) -> torch.Tensor:
-    """Actions -> critic input: MultiDiscrete integer ids -> concatenated one-hots; Box and one-hot inputs unchanged."""
+    """Actions -> critic input: MultiDiscrete integer ids -> concatenated one-hots; Box clamped to
+    ``+-BOX_CRITIC_CLAMP``; one-hot inputs unchanged."""
+    if spec.kind == "box":
+        return a.clamp(-BOX_CRITIC_CLAMP, BOX_CRITIC_CLAMP)
     if spec.kind == "multidiscrete" and not a.is_floating_point():
         return torch.cat([F.one_hot(a[..., i].long(), n).float() for i, n in enumerate(spec.nvec)], dim=-1)
     return a

@@ -120,6 +120,25 @@ def test_popart_update_preserves_denormalized_outputs():
     assert not torch.allclose(pop.mu, torch.zeros(3))
 
 
+def test_popart_first_update_blends_with_the_initial_statistics():
+    pop = PopArt(1, beta=5e-4, init_nu=100.0)
+    pop.update_stats(torch.full((8, 1), 10.0), torch.ones(8, 1, dtype=torch.bool))
+    # beta_t = beta / (1 - (1 - beta)^2) ~ 1/2: halfway from (mu 0, nu 100) to the batch's (10, 100), not replaced
+    torch.testing.assert_close(pop.mu, torch.tensor([5.0]), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(pop.nu, torch.tensor([100.0]), rtol=1e-3, atol=1e-3)
+
+
+def test_box_actions_are_clamped_at_the_critic_input():
+    from amago_sb.losses import _critic_action
+
+    spec = ActionSpec(spaces.Box(-1, 1, (3,)))
+    a = torch.tensor([1.0, -1.0, 0.5], requires_grad=True)
+    out = _critic_action(spec, a)
+    assert out.tolist() == pytest.approx([0.999, -0.999, 0.5])
+    out.sum().backward()
+    assert a.grad.tolist() == [0.0, 0.0, 1.0]  # no -Q gradient pushes an action further past the border
+
+
 def test_clipped_categorical_keeps_log_probs_finite():
     d = ClippedCategorical(torch.tensor([[50.0, -50.0, -50.0]]))
     assert float(d.probs.min()) >= 1e-3 * 0.9

@@ -115,7 +115,9 @@ class PopArt(nn.Module):
         n = sums[2 * G:].clamp_min(1.0)
         mean, sq = sums[:G] / n, sums[G:2 * G] / n
         self.count += 1
-        beta_t = self.beta / (1.0 - (1.0 - self.beta) ** self.count.item())
+        # bias-corrected step, counted from 2 as in the original: the first update blends the batch with the initial
+        # statistics (beta_t ~ 1/2) instead of replacing them, so one early batch cannot set the scale alone
+        beta_t = self.beta / (1.0 - (1.0 - self.beta) ** (self.count.item() + 1))
         old_mu, old_sigma = self.mu.clone(), self.sigma
         self.mu.lerp_(mean, beta_t)
         self.nu.lerp_(sq, beta_t)

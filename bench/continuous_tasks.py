@@ -1,0 +1,188 @@
+"""Continuous control (Box actions): AMAGO with its defaults vs sb3-contrib RecurrentPPO (and SAC on Pendulum-v1).
+
+Tasks (each a different kind of continuous problem, so that no default is tuned to one of them):
+
+* ``pointmass``: ``PointMassCue-v0``, reach a goal shown only at the first step, with momentum (25 steps).
+* ``recall``: ``ContinuousRecall-v0``, output a 2-D cue shown only at the first step among distractors (16 steps).
+* ``po_pendulum``: POPGym ``PositionOnlyPendulumEasy`` (swing up from the angle alone; 200 steps).
+* ``noisy_po_pendulum``: POPGym ``NoisyPositionOnlyPendulumEasy`` (the same with observation noise).
+* ``pendulum``: gymnasium ``Pendulum-v1``, fully observed, against SB3's SAC (no memory needed).
+
+Every algorithm is run as a user would: ``AMAGO("Transformer", vec_env)`` with no other argument,
+``RecurrentPPO("MlpLstmPolicy", vec_env)``, ``SAC("MlpPolicy", vec_env)``, on the same 8-env ``make_vec_env``
+(AMAGO in trajectory form). Deterministic evaluation every ``--eval-every`` env steps on separately seeded envs
+(evaluation time excluded from the times). One JSON per run in ``bench/results/continuous/`` (``--reuse`` skips runs
+whose JSON is complete); ``--report`` prints the markdown table (mean +- std over seeds of the final evaluation).
+
+    python bench/continuous_tasks.py --task pointmass --algo amago --seed 0
+    python bench/continuous_tasks.py --all --seeds 0 1 2 --reuse
+    python bench/continuous_tasks.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import wrappers  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "continuous"
+TASKS: dict[str, str] = {
+    "pointmass": "PointMassCue-v0",
+    "recall": "ContinuousRecall-v0",
+    "po_pendulum": "popgym-PositionOnlyPendulumEasy-v0",
+    "noisy_po_pendulum": "popgym-NoisyPositionOnlyPendulumEasy-v0",
+    "pendulum": "Pendulum-v1",
+}
+BASELINE = {"pendulum": "sac"}  # the baseline of each task (default: recurrent_ppo)
+STEPS = {"pointmass": 30_000, "recall": 30_000, "po_pendulum": 50_000, "noisy_po_pendulum": 50_000,
+         "pendulum": 20_000}
+EVAL_EPISODES = {"pointmass": 40, "recall": 40, "po_pendulum": 16, "noisy_po_pendulum": 16, "pendulum": 16}
+
+
+def make_envs(task: str, algo: str, n_envs: int, seed: int):
+    """The same 8-env VecEnv for every algo; AMAGO's in trajectory form."""
+    env_id = TASKS[task]
+    if algo == "amago":
+        return make_vec_env(lambda: wrappers.make_env(env_id), n_envs=n_envs, seed=seed)
+    kwargs = {"trajectory": False} if env_id.startswith("popgym-") else {}
+    wrappers.register_all()
+    return make_vec_env(lambda: gym.make(env_id, **kwargs), n_envs=n_envs, seed=seed)
+
+
+def build_model(algo: str, env, seed: int, kwargs: dict[str, Any]):
+    if algo == "amago":
+        from amago_sb import AMAGO
+
+        return AMAGO("Transformer", env, seed=seed, **kwargs)
+    if algo == "recurrent_ppo":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO("MlpLstmPolicy", env, seed=seed, **kwargs)
+    if algo == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC("MlpPolicy", env, seed=seed, **kwargs)
+    raise ValueError(f"Unknown algo {algo!r}; use amago, recurrent_ppo or sac.")
+
+
+class EvalClock(BaseCallback):
+    """Deterministic evaluation every ``every`` env steps; wall / CPU times exclude evaluation; JSON after each."""
+
+    def __init__(self, eval_env, every: int, episodes: int, out: Path, meta: dict) -> None:
+        super().__init__()
+        self.eval_env, self.every, self.episodes, self.out, self.meta = eval_env, every, episodes, out, meta
+        self.rows: list[dict] = []
+        self.next = every
+        self.wall = self.cpu = 0.0
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+    def evaluate(self) -> None:
+        self.wall += time.perf_counter() - self.t0
+        self.cpu += time.process_time() - self.c0
+        returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes, deterministic=True,
+                                     return_episode_rewards=True)
+        row = {"steps": int(self.num_timesteps), "wall_s": round(self.wall, 1), "cpu_s": round(self.cpu, 1),
+               "eval_return": float(np.mean(returns)), "eval_std": float(np.std(returns))}
+        self.rows.append(row)
+        print(f"[{self.meta['task']}/{self.meta['algo']}/s{self.meta['seed']}] {row}", flush=True)
+        self.out.write_text(json.dumps({**self.meta, "rows": self.rows}, indent=1))
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next:
+            self.next += self.every
+            self.evaluate()
+        return True
+
+
+def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[str, Any], tag: str, reuse: bool) -> Path:
+    """Train and evaluate one (task, algo, seed); returns the JSON path."""
+    torch.set_num_threads(1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{task}_{algo}{'_' + tag if tag else ''}_s{seed}.json"
+    if reuse and out.exists() and json.loads(out.read_text()).get("complete"):
+        print(f"reuse {out}")
+        return out
+    env, eval_env = make_envs(task, algo, 8, seed), make_envs(task, algo, 8, seed + 1000)
+    model = build_model(algo, env, seed, kwargs)
+    meta = {"task": task, "env_id": TASKS[task], "algo": algo, "tag": tag, "seed": seed, "steps": steps,
+            "kwargs": kwargs, "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
+            "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_start": round(os.getloadavg()[0], 1)}
+    cb = EvalClock(eval_env, every, EVAL_EPISODES[task], out, meta)
+    model.learn(steps, callback=cb)
+    if not cb.rows or cb.rows[-1]["steps"] < steps:
+        cb.evaluate()
+    meta.update(load_avg_end=round(os.getloadavg()[0], 1), complete=True)
+    out.write_text(json.dumps({**meta, "rows": cb.rows}, indent=1))
+    return out
+
+
+def report() -> str:
+    """Markdown table: final deterministic return, mean +- std over seeds, and wall time per run."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for p in sorted(RESULTS.glob("*.json")):
+        r = json.loads(p.read_text())
+        if r.get("complete"):
+            groups[r["task"], r["algo"] + (f" ({r['tag']})" if r["tag"] else "")].append(r)
+    lines = ["| task | algo | seeds | env steps | final eval return (mean +- std) | per seed | wall s per run |",
+             "|---|---|---|---|---|---|---|"]
+    for (task, algo), runs in sorted(groups.items()):
+        finals = np.array([r["rows"][-1]["eval_return"] for r in runs])
+        walls = [r["rows"][-1]["wall_s"] for r in runs]
+        lines.append(f"| {TASKS[task]} | {algo} | {len(runs)} | {runs[0]['rows'][-1]['steps']} | "
+                     f"{finals.mean():.2f} +- {finals.std():.2f} | {', '.join(f'{x:.2f}' for x in finals)} | "
+                     f"{np.mean(walls):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=sorted(TASKS))
+    p.add_argument("--algo", choices=("amago", "recurrent_ppo", "sac"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="*", default=None, help="with --all: the seeds")
+    p.add_argument("--steps", type=int, default=0, help="default per task: STEPS")
+    p.add_argument("--eval-every", type=int, default=0, help="default: steps / 6")
+    p.add_argument("--kwargs", default="{}", help="JSON dict of constructor kwargs (default: none, as a user)")
+    p.add_argument("--tag", default="", help="variant name (needed with --kwargs so results are not overwritten)")
+    p.add_argument("--reuse", action="store_true", help="skip runs whose JSON is complete")
+    p.add_argument("--all", action="store_true", help="every task with AMAGO and its baseline")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args()
+    kwargs = json.loads(args.kwargs)
+    if args.all:
+        for seed in args.seeds or [args.seed]:
+            for task in TASKS:
+                for algo in ("amago", BASELINE.get(task, "recurrent_ppo")):
+                    steps = args.steps or STEPS[task]
+                    run(task, algo, seed, steps, args.eval_every or steps // 6, kwargs if algo == "amago" else {},
+                        args.tag if algo == "amago" else "", args.reuse)
+    elif args.task and args.algo:
+        steps = args.steps or STEPS[args.task]
+        run(args.task, args.algo, args.seed, steps, args.eval_every or steps // 6, kwargs, args.tag, args.reuse)
+    elif not args.report:
+        p.error("give --task and --algo, --all, or --report")
+    if args.all or args.report:
+        print(report())
+
+
+if __name__ == "__main__":
+    main()
