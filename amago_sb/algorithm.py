@@ -33,6 +33,7 @@ from amago_sb.networks.distributions import unsupported_action_reason
 from amago_sb.nonfinite import NonFiniteGuard
 from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
+from amago_sb.replay.sampler import PADDED_SAMPLING
 
 __all__ = ["AMAGO", "GAMMA_PRESETS", "episode_context_len", "resolve_gammas"]
 
@@ -144,6 +145,9 @@ class AMAGO(BaseAlgorithm):
             where the env does not know it).
         exploration_class, exploration_kwargs: the noise schedule (a subclass of ``EpisodicExploration``, e.g.
             ``QuietCorridorExploration``) and its extra keyword arguments.
+        padded_sampling: ``"none"`` (default), ``"left"``, ``"right"`` or ``"both"``: windows of trajectories longer
+            than the context may start before their first / end after their last row (padded and masked), so the
+            first and last steps of long episodes are sampled as often as the middle ones (``amago_sb.replay.sampler``).
         lr_warmup_steps: updates of linear learning-rate warmup.
         max_grad_norm: global gradient-norm clip.
         max_nonfinite_updates: an update whose loss or gradient is NaN/inf is skipped (logged as
@@ -193,6 +197,7 @@ class AMAGO(BaseAlgorithm):
         exploration_steps: int | None = None,
         exploration_class: type[EpisodicExploration] = EpisodicExploration,
         exploration_kwargs: dict[str, Any] | None = None,
+        padded_sampling: str = "none",
         lr_warmup_steps: int = 100,
         max_grad_norm: float = 1.0,
         n_envs: int = 8,
@@ -256,6 +261,9 @@ class AMAGO(BaseAlgorithm):
         self.max_grad_norm, self.chunk_len, self.num_threads = float(max_grad_norm), chunk_len, num_threads
         self.max_nonfinite_updates, self._nonfinite_skips = max_nonfinite_updates, 0
         self.sampler_workers = int(sampler_workers)
+        if padded_sampling not in PADDED_SAMPLING:
+            raise ValueError(f"padded_sampling must be one of {PADDED_SAMPLING}, got {padded_sampling!r}.")
+        self.padded_sampling = padded_sampling
         self._batches: Any = None
         self._act_state: Any = None
         if _init_setup_model:
@@ -268,7 +276,8 @@ class AMAGO(BaseAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule,
-                                        gammas=self.gammas, main_gamma=getattr(self, "main_gamma", None), context_len=self.context_len,
+                                        gammas=self.gammas, main_gamma=getattr(self, "main_gamma", None),
+                                        context_len=self.context_len,
                                         num_critics=self.num_critics,
                                         **self.policy_kwargs).to(self.device)
         has_instruction = "instruction" in wrappers.flatten_keys(self.observation_space)
@@ -285,7 +294,7 @@ class AMAGO(BaseAlgorithm):
             weakref.finalize(self, shutil.rmtree, self.replay_dir, True)
         self.replay = TrajectoryStore(self.replay_dir, max_steps=self.buffer_size, fsync=False)
         self.sampler = WindowSampler(self.replay, self.context_len, relabel=wrappers.relabel if self.relabel else None,
-                                     seed=self.seed)
+                                     seed=self.seed, padded_sampling=getattr(self, "padded_sampling", "none"))
         self.loss_config = LossConfig(reward_multiplier=self.reward_multiplier, num_critics_td=self.num_critics_td,
                                       online_coeff=self.online_coeff, offline_coeff=self.offline_coeff,
                                       critic_coeff=self.critic_coeff)
@@ -490,7 +499,8 @@ class AMAGO(BaseAlgorithm):
             from amago_sb.replay import ReplayDataset
 
             ds = ReplayDataset(self.replay_dir, self.context_len, batch_size,
-                               relabel=wrappers.relabel if self.relabel else None, seed=self.seed or 0)
+                               relabel=wrappers.relabel if self.relabel else None, seed=self.seed or 0,
+                               padded_sampling=self.padded_sampling)
             loader = DataLoader(ds, batch_size=None, num_workers=self.sampler_workers, prefetch_factor=4,
                                 persistent_workers=True)
             self._batches = (batch_size, iter(loader))

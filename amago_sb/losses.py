@@ -10,8 +10,9 @@ factors ``gamma_g``; ``C`` critics; ``m_t`` the valid-transition mask (transitio
    is 0, since the min underestimates without a policy-gradient term).
 3. PopArt: update per-gamma statistics of ``y``, then ``L_critic = mean_m (w Q_cg(s_t, a_t) + b - (y_g - mu_g) / sigma_g)^2``.
 4. Actor, per gamma head ``g``: ``L_online = -PopArt(min_c Q_cg(s_t, a~pi_g))`` (discrete: ``sum_a pi_g(a) Q_cg(s_t, a)``,
-   Box: reparameterized sample clamped to +-0.999 at the critic input, MultiDiscrete: straight-through sample), with the critic's *parameters detached* so
-   that this term trains the actor and the encoder but never the critics (one backward pass instead of AMAGO's two).
+   Box: reparameterized sample clamped to +-0.999 at the critic input, MultiDiscrete: straight-through sample),
+   with the critic's *parameters detached* so that this term trains the actor and the encoder but never the critics
+   (one backward pass instead of AMAGO's two).
    ``L_bc = -1[A_g > 0] * log pi_g(a_t | s_t)`` with ``A_g = mean_c Q_cg(s_t, a_t) - mean_c Q_cg(s_t, a~pi_g)``
    (filtered behaviour cloning: imitate replay actions that the critics rate above the policy).
    ``L_actor = mean_m (online_coeff * L_online + offline_coeff * L_bc)``.

@@ -273,8 +273,8 @@ def test_recorder_stores_fixed_horizon_ends_as_terminal(tmp_path):
 
     # POPGym's MultiarmedBanditEasy ends by truncation at its fixed length; the trajectory form makes that terminal
     for truncated_is_done, expect_terminal in ((True, True), (False, False)):
-        env = make_vec_env(lambda: gym.make("popgym-MultiarmedBanditEasy-v0", truncated_is_done=truncated_is_done),
-                           n_envs=1, seed=0)
+        env = make_vec_env(lambda flag=truncated_is_done: gym.make("popgym-MultiarmedBanditEasy-v0",
+                                                                  truncated_is_done=flag), n_envs=1, seed=0)
         store = TrajectoryStore(tmp_path / str(truncated_is_done), max_steps=10_000)
         rec = VecTrajectoryRecorder(1, store, chunk_len=512, overlap=0)
         rec.reset(env.reset())

@@ -60,6 +60,32 @@ def test_windows_padding_masks_time_idx(tmp_path):
     assert starts == {3: {0}, 9: set(range(3)), 40: set(range(34))}
 
 
+@pytest.mark.parametrize("padded", ["none", "left", "right", "both"])
+def test_padded_sampling_covers_the_first_and_last_rows(tmp_path, padded):
+    store = TrajectoryStore(tmp_path, fsync=False)
+    T, L = 30, 8  # 31 rows, windows of 8
+    store.add(make_traj(T, offset=0, terminated=True))
+    sampler = WindowSampler(store, L, seed=0, padded_sampling=padded)
+    hits = np.zeros(T + 1)
+    for _ in range(400):
+        b = sampler.sample(8)
+        _check_batch(b, L)  # windows stay consistent: values equal their time index, padding masked
+        for i in range(8):
+            r = int(b.mask[i].sum())
+            assert r >= 2
+            t0 = int(b.time_idx[i, 0])
+            hits[t0:t0 + r] += 1
+    ratio_first, ratio_last = hits[0] / hits[T // 2], hits[T] / hits[T // 2]
+    if padded == "none":
+        assert ratio_first < 0.3 and ratio_last < 0.3  # ends under-sampled: 1 window start of 24 covers row 0
+    if padded in ("left", "both"):
+        assert ratio_first > 0.75
+    if padded in ("right", "both"):
+        assert ratio_last > 0.75
+    with pytest.raises(ValueError, match="padded_sampling must be one of"):
+        WindowSampler(store, L, padded_sampling="middle")
+
+
 def test_short_trajectories_give_short_batch(tmp_path):
     store = TrajectoryStore(tmp_path, fsync=False)
     store.add(make_traj(4))

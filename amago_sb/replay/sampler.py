@@ -11,6 +11,13 @@ AMAGO picks files uniformly, which under-samples the steps of long episodes). Wi
 ``max(1, T + 2 - context_len)`` possible starts. Trajectories that fail to load (corrupt, vanished) are skipped
 and redrawn.
 
+``padded_sampling`` (the original v3's option) lets windows of a trajectory longer than the context start before
+row 0 (``"left"``), end after row ``T`` (``"right"``) or both (``"both"``); the part outside the trajectory is cut
+(the window is shorter and padded, its rows masked). With ``"none"`` (default) the first and last rows of a long
+trajectory lie in one window start each while the middle rows lie in ``context_len`` of them; with ``"both"`` every
+row lies in the same number of window starts, at the price of shorter windows on average (more padding compute).
+A window keeps at least two rows (one transition).
+
 Relabeling (``relabel(traj, rng) -> traj``) runs on the whole trajectory before windowing. Loaded trajectories
 are cached (LRU bounded by bytes) with read-only arrays, so ``relabel`` must return a new trajectory (or new
 arrays) instead of editing its input in place.
@@ -31,7 +38,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from amago_sb.replay.store import TrajectoryStore
 from wrappers.trajectory import Trajectory
 
-__all__ = ["Batch", "WindowSampler", "ReplayDataset", "Relabel"]
+__all__ = ["Batch", "WindowSampler", "ReplayDataset", "Relabel", "PADDED_SAMPLING"]
+
+PADDED_SAMPLING = ("none", "left", "right", "both")
 
 Relabel = Callable[[Trajectory, np.random.Generator], Trajectory]
 
@@ -144,6 +153,8 @@ class WindowSampler:
         cache_bytes: bound of the in-memory LRU of loaded trajectories (default 1 GiB).
         refresh_interval: seconds between rescans of the directory for other writers' files (``None``: the
             store's own ``refresh_interval``).
+        padded_sampling: ``"none"``, ``"left"``, ``"right"`` or ``"both"``: where windows of long trajectories may
+            reach past the trajectory (module docstring).
     """
 
     def __init__(
@@ -155,7 +166,11 @@ class WindowSampler:
         seed: int | None = 0,
         cache_bytes: int = 1 << 30,
         refresh_interval: float | None = None,
+        padded_sampling: str = "none",
     ) -> None:
+        if padded_sampling not in PADDED_SAMPLING:
+            raise ValueError(f"padded_sampling must be one of {PADDED_SAMPLING}, got {padded_sampling!r}.")
+        self.padded_sampling = padded_sampling
         if isinstance(store, (str, Path)):
             store = TrajectoryStore(store, read_only=True)
         if not isinstance(store, TrajectoryStore):
@@ -233,12 +248,24 @@ class WindowSampler:
             trajs = [self.relabel(t, self.rng) for t in trajs]
         return self.collate(trajs)
 
+    def _windows(self, n_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window (start row, rows) per trajectory of ``n_rows`` observation rows ``(B,)`` (module docstring)."""
+        L = self.context_len
+        rows = np.minimum(n_rows, L)
+        lo, hi = np.zeros_like(n_rows), n_rows - rows  # start range [lo, hi] of full windows
+        long = n_rows > L
+        if self.padded_sampling in ("left", "both"):
+            lo = np.where(long, 2 - L, lo)  # may start before row 0, keeping >= 2 rows
+        if self.padded_sampling in ("right", "both"):
+            hi = np.where(long, n_rows - 2, hi)  # may end after the last row, keeping >= 2 rows
+        starts = lo + np.floor(self.rng.random(len(n_rows)) * (hi - lo + 1)).astype(np.int64)
+        first, last = np.maximum(starts, 0), np.minimum(starts + L, n_rows)
+        return first, np.where(long, last - first, rows)
+
     def collate(self, trajs: list[Trajectory]) -> Batch:
         """Cut one random window of each trajectory and pad them into a :class:`Batch`."""
-        L = self.context_len
         B = len(trajs)
-        rows = np.array([min(len(t) + 1, L) for t in trajs])  # observation rows per window
-        starts = np.floor(self.rng.random(B) * np.array([len(t) + 2 - r for t, r in zip(trajs, rows)])).astype(np.int64)
+        starts, rows = self._windows(np.array([len(t) + 1 for t in trajs]))
         W = int(rows.max())
         first = trajs[0]
         obs = {k: np.zeros((B, W, *a.shape[1:]), dtype=_batch_dtype(a.dtype)) for k, a in first.observations.items()}
@@ -289,8 +316,10 @@ class ReplayDataset(IterableDataset):
         rank: int = 0,
         cache_bytes: int = 1 << 30,
         refresh_interval: float = 1.0,
+        padded_sampling: str = "none",
     ) -> None:
         super().__init__()
+        self.padded_sampling = padded_sampling
         self.directory = Path(directory)
         self.context_len = context_len
         self.batch_size = batch_size
@@ -310,6 +339,7 @@ class ReplayDataset(IterableDataset):
             relabel=self.relabel,
             seed=seed,
             cache_bytes=self.cache_bytes,
+            padded_sampling=self.padded_sampling,
         )
         while True:
             yield sampler.sample(self.batch_size)
