@@ -8,7 +8,8 @@ Block (pre-norm + NormFormer norms, AMAGO paper Sec. 4 / arXiv 2310.09971)::
 All four projections (qkv, out, FF1, FF2) are sigma-reparameterized, the activation is leaky ReLU, and each head's
 output is multiplied by a learned scalar (head scaling). The input is ``Linear(d_in, d_model)`` plus a fixed
 sinusoidal embedding of the *absolute* time index of the step in its (outer) episode, so a window cut from the middle
-of an episode and the same steps seen while acting get the same positions. Attention runs through
+of an episode and the same steps seen while acting get the same positions (the same positions, not the same features
+once the KV cache has wrapped: docs/agent.md, "Sliding KV cache"). Attention runs through
 ``amago_sb.kernels.attention`` (training) and ``amago_sb.kernels.decode_attention`` (acting: one new token per step).
 
 KV cache (:class:`KVCache`): per layer ``k``, ``v`` of shape ``(B, H, S, Dh)`` with ``S = context_len``, a per-env count
