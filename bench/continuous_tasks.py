@@ -57,11 +57,18 @@ STEPS = {"pointmass": 30_000, "recall": 30_000, "po_pendulum": 50_000, "noisy_po
 EVAL_EPISODES = {"pointmass": 40, "recall": 40, "po_pendulum": 16, "noisy_po_pendulum": 16, "pendulum": 16}
 
 
-def make_envs(task: str, algo: str, n_envs: int, seed: int):
-    """The same 8-env VecEnv for every algo; AMAGO's in trajectory form."""
+def make_envs(task: str, algo: str, n_envs: int, seed: int, truncated_is_done: bool | None = None):
+    """The same 8-env VecEnv for every algo; AMAGO's in trajectory form (``truncated_is_done``: None = the env's
+    default, else how the trajectory form reports time limits)."""
     env_id = TASKS[task]
     if algo == "amago":
-        return make_vec_env(lambda: wrappers.make_env(env_id), n_envs=n_envs, seed=seed)
+        if truncated_is_done is None:
+            return make_vec_env(lambda: wrappers.make_env(env_id), n_envs=n_envs, seed=seed)
+        wrappers.register_all()
+        kwargs = {"trajectory": False} if env_id.startswith("popgym-") else {}
+        return make_vec_env(lambda: wrappers.TrajectoryWrapper(gym.make(env_id, **kwargs),
+                                                               truncated_is_done=truncated_is_done),
+                            n_envs=n_envs, seed=seed)
     kwargs = {"trajectory": False} if env_id.startswith("popgym-") else {}
     wrappers.register_all()
     return make_vec_env(lambda: gym.make(env_id, **kwargs), n_envs=n_envs, seed=seed)
@@ -113,7 +120,8 @@ class EvalClock(BaseCallback):
         return True
 
 
-def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[str, Any], tag: str, reuse: bool) -> Path:
+def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[str, Any], tag: str, reuse: bool,
+        truncated_is_done: bool | None = None) -> Path:
     """Train and evaluate one (task, algo, seed); returns the JSON path."""
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -121,10 +129,11 @@ def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[st
     if reuse and out.exists() and json.loads(out.read_text()).get("complete"):
         print(f"reuse {out}")
         return out
-    env, eval_env = make_envs(task, algo, 8, seed), make_envs(task, algo, 8, seed + 1000)
+    env = make_envs(task, algo, 8, seed, truncated_is_done)
+    eval_env = make_envs(task, algo, 8, seed + 1000, truncated_is_done)
     model = build_model(algo, env, seed, kwargs)
     meta = {"task": task, "env_id": TASKS[task], "algo": algo, "tag": tag, "seed": seed, "steps": steps,
-            "kwargs": kwargs, "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
+            "kwargs": kwargs, "truncated_is_done": truncated_is_done, "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_start": round(os.getloadavg()[0], 1)}
     cb = EvalClock(eval_env, every, EVAL_EPISODES[task], out, meta)
     model.learn(steps, callback=cb)
@@ -164,6 +173,8 @@ def main() -> None:
     p.add_argument("--kwargs", default="{}", help="JSON dict of constructor kwargs (default: none, as a user)")
     p.add_argument("--tag", default="", help="variant name (needed with --kwargs so results are not overwritten)")
     p.add_argument("--reuse", action="store_true", help="skip runs whose JSON is complete")
+    p.add_argument("--truncated-is-done", choices=("true", "false"), default=None,
+                   help="AMAGO: report time limits as terminations (true) or truncations (false); default: the env's")
     p.add_argument("--all", action="store_true", help="every task with AMAGO and its baseline")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
@@ -177,7 +188,8 @@ def main() -> None:
                         args.tag if algo == "amago" else "", args.reuse)
     elif args.task and args.algo:
         steps = args.steps or STEPS[args.task]
-        run(args.task, args.algo, args.seed, steps, args.eval_every or steps // 6, kwargs, args.tag, args.reuse)
+        tid = None if args.truncated_is_done is None else args.truncated_is_done == "true"
+        run(args.task, args.algo, args.seed, steps, args.eval_every or steps // 6, kwargs, args.tag, args.reuse, tid)
     elif not args.report:
         p.error("give --task and --algo, --all, or --report")
     if args.all or args.report:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 
 from amago_sb.exploration import EpisodicExploration, QuietCorridorExploration
@@ -137,6 +138,18 @@ def test_box_actions_are_clamped_at_the_critic_input():
     assert out.tolist() == pytest.approx([0.999, -0.999, 0.5])
     out.sum().backward()
     assert a.grad.tolist() == [0.0, 0.0, 1.0]  # no -Q gradient pushes an action further past the border
+
+
+def test_box_critic_is_as_sensitive_to_the_action_as_to_the_state_at_init():
+    torch.manual_seed(0)
+    D = 64
+    critic = CriticEnsemble(D, ActionSpec(spaces.Box(-1, 1, (1,))), torch.tensor([0.99]), n_critics=4, d_hidden=64)
+    s = F.layer_norm(torch.randn(256, D), (D,))  # encoder features are layer-normed: unit variance per dim
+    a = torch.rand(256, 1, 1) * 2 - 1
+    with torch.no_grad():
+        by_action = critic(s[:1].expand(256, D), a).std(0).mean()  # one state, many actions
+        by_state = critic(s, a[:1].expand(256, 1, 1)).std(0).mean()  # one action, many states
+    assert 0.4 < float(by_action / by_state) < 2.5  # unscaled, the single action input gives about 0.06
 
 
 def test_clipped_categorical_keeps_log_probs_finite():

@@ -6,6 +6,8 @@ Shapes: ``B`` batch, ``L`` sequence, ``D`` trajectory-encoder features, ``G`` di
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +47,10 @@ class CriticEnsemble(nn.Module):
             d_inp, d_out = d_in + spec.critic_action_dim + 1, 1
             # the discount enters as a feature: -log(1 - gamma) / 5 spreads 0.1 ... 0.9995 over ~[0, 1.5]
             self.register_buffer("gamma_feat", (-torch.log1p(-gammas.float()) / 5.0)[:, None])  # (G, 1)
+            # Box actions are scaled by sqrt(D / A) so that the A action inputs weigh as much as the D unit-variance
+            # state features in the first layer. Unscaled (1 of 65 inputs on Pendulum), the critics learned Q nearly
+            # flat in the action, and the actor drifted to a saturated tanh (mu -4, std 4) where no gradient is left.
+            self.action_scale = math.sqrt(d_in / spec.critic_action_dim) if spec.kind == "box" else 1.0
         self.l1 = EnsembleLinear(n_critics, d_inp, d_hidden)
         self.l2 = EnsembleLinear(n_critics, d_hidden, d_hidden)
         self.l3 = EnsembleLinear(n_critics, d_hidden, d_out)
@@ -66,7 +72,7 @@ class CriticEnsemble(nn.Module):
         G = self.n_gammas
         s_g = s.unsqueeze(-2).expand(*lead, G, s.shape[-1])  # (..., G, D)
         feat = self.gamma_feat.expand(*lead, G, 1)  # (..., G, 1)
-        x = torch.cat([s_g, a, feat], dim=-1)  # (..., G, D + A_in + 1)
+        x = torch.cat([s_g, a * self.action_scale, feat], dim=-1)  # (..., G, D + A_in + 1)
         q = self._mlp(x.reshape(-1, x.shape[-1]), detach_params)  # (C, N * G, 1)
         return q.reshape(C, *lead, G).movedim(0, -2)  # (..., C, G)
 
