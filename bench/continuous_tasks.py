@@ -52,7 +52,7 @@ TASKS: dict[str, str] = {
     "pendulum": "Pendulum-v1",
 }
 BASELINE = {"pendulum": "sac"}  # the baseline of each task (default: recurrent_ppo)
-STEPS = {"pointmass": 30_000, "recall": 30_000, "po_pendulum": 50_000, "noisy_po_pendulum": 50_000,
+STEPS = {"pointmass": 30_000, "recall": 30_000, "po_pendulum": 30_000, "noisy_po_pendulum": 30_000,
          "pendulum": 20_000}
 EVAL_EPISODES = {"pointmass": 40, "recall": 40, "po_pendulum": 16, "noisy_po_pendulum": 16, "pendulum": 16}
 

@@ -12,12 +12,14 @@ from gymnasium.utils.env_checker import check_env
 import wrappers  # noqa: F401  (registers the ids)
 from wrappers import KeepTaskError, TrialWrapper, is_trajectory_space, make_env
 from wrappers.envs.bandits import MetaBanditEnv, TwoArmedBanditEnv
+from wrappers.envs.continuous_memory import ContinuousRecallEnv, PointMassCueEnv
 from wrappers.envs.goal_grid import GOAL_GRID_VOCABULARY, GoalGridEnv, has_held_out_pair
 from wrappers.envs.tmaze import TMazePassiveEnv
 from wrappers.instruction import PAD
 
 
-@pytest.mark.parametrize("env_cls", [GoalGridEnv, MetaBanditEnv, TwoArmedBanditEnv, TMazePassiveEnv])
+@pytest.mark.parametrize("env_cls", [GoalGridEnv, MetaBanditEnv, TwoArmedBanditEnv, TMazePassiveEnv, PointMassCueEnv,
+                                     ContinuousRecallEnv])
 def test_check_env_raw_and_trajectory_form(env_cls):
     check_env(env_cls(), skip_render_check=True)
     check_env(make_env(env_cls()), skip_render_check=True)
@@ -25,7 +27,8 @@ def test_check_env_raw_and_trajectory_form(env_cls):
 
 @pytest.mark.parametrize(
     "env_id",
-    ["GoalGrid-v0", "GoalGridInstruction-v0", "MetaBandit-v0", "MetaBanditTrial-v0", "TwoArmedBandit-v0", "TMazePassive-v0"],
+    ["GoalGrid-v0", "GoalGridInstruction-v0", "MetaBandit-v0", "MetaBanditTrial-v0", "TwoArmedBandit-v0", "TMazePassive-v0",
+     "PointMassCue-v0", "ContinuousRecall-v0"],
 )
 def test_registered_ids(env_id):
     env = make_env(env_id)
@@ -37,7 +40,8 @@ def test_registered_ids(env_id):
         assert obs in env.observation_space
 
 
-@pytest.mark.parametrize("env_id", ["GoalGrid-v0", "MetaBandit-v0", "TwoArmedBandit-v0", "TMazePassive-v0"])
+@pytest.mark.parametrize("env_id", ["GoalGrid-v0", "MetaBandit-v0", "TwoArmedBandit-v0", "TMazePassive-v0",
+                                    "PointMassCue-v0", "ContinuousRecall-v0"])
 def test_trajectory_kwarg_plain_envs(env_id):
     plain = gym.make(env_id, trajectory=False)
     assert not is_trajectory_space(plain.observation_space)
@@ -237,6 +241,39 @@ def test_toy_env_bad_arguments():
         GoalGridEnv(size=2, n_objects=4)
     with pytest.raises(ValueError, match="p_bad <= p_good"):
         TwoArmedBanditEnv(p_good=0.1, p_bad=0.9)
+    with pytest.raises(ValueError, match="episode_length must be an int >= 1"):
+        PointMassCueEnv(episode_length=0)
+    with pytest.raises(ValueError, match="goal_radius must lie in"):
+        PointMassCueEnv(goal_radius=3.0)
+    with pytest.raises(ValueError, match="dim must be an int >= 1"):
+        ContinuousRecallEnv(dim=0)
+
+
+def test_continuous_memory_envs_show_the_cue_only_first_and_reward_memory():
+    env = PointMassCueEnv()
+    obs, _ = env.reset(seed=0)
+    goal = obs[4:6].copy()
+    assert np.linalg.norm(goal) == pytest.approx(0.7, rel=1e-5) and np.all(obs[:4] == 0)
+    total, ends = 0.0, []
+    for _ in range(25):  # a controller that knows the goal (PD) gets close: about -1.7 per episode
+        obs, r, term, trunc, info = env.step(np.clip(10 * (goal - obs[:2]) - 10 * obs[2:4], -1, 1))
+        assert np.all(obs[4:6] == 0)  # the goal is hidden after the first step
+        total += r
+        ends.append((term, trunc))
+    assert total > -2.5 and ends[-1] == (False, True) and ends[:-1] == [(False, False)] * 24
+    env.reset(seed=0)
+    blind = sum(env.step(np.zeros(2))[1] for _ in range(25))  # staying put: -0.7 per step
+    assert blind == pytest.approx(-17.5, rel=1e-4)
+    recall = ContinuousRecallEnv()
+    obs, _ = recall.reset(seed=0)
+    cue = obs[:2].copy()
+    assert obs[2] == 1.0
+    rewards = []
+    for _ in range(16):
+        obs, r, term, trunc, info = recall.step(cue)
+        assert obs[2] == 0.0
+        rewards.append(r)
+    assert rewards == pytest.approx([0.0] * 16, abs=1e-6) and trunc and info["final_error"] < 1e-6
 
 
 # -- episode ends: fixed horizons are terminal, real time limits bootstrap ---------------------------------------------
