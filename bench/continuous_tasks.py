@@ -133,7 +133,8 @@ def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[st
     eval_env = make_envs(task, algo, 8, seed + 1000, truncated_is_done)
     model = build_model(algo, env, seed, kwargs)
     meta = {"task": task, "env_id": TASKS[task], "algo": algo, "tag": tag, "seed": seed, "steps": steps,
-            "kwargs": kwargs, "truncated_is_done": truncated_is_done, "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
+            "kwargs": kwargs, "truncated_is_done": truncated_is_done,
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_start": round(os.getloadavg()[0], 1)}
     cb = EvalClock(eval_env, every, EVAL_EPISODES[task], out, meta)
     model.learn(steps, callback=cb)
