@@ -322,7 +322,8 @@ def test_critic_ensemble_members_are_independent_mlps(box):
         def layer(x, lin, c=c):
             return x @ lin.weight[c] + lin.bias[c]
         if box:
-            x = torch.cat([s.unsqueeze(-2).expand(2, 5, 2, 4), a, critic.gamma_feat.expand(2, 5, 2, 1)], -1)
+            s_g = s.unsqueeze(-2).expand(2, 5, 2, 4)
+            x = torch.cat([s_g, a * critic.action_scale, critic.gamma_feat.expand(2, 5, 2, 1)], -1)
         else:
             x = s
         h = torch.nn.functional.leaky_relu(layer(x, critic.l1))
