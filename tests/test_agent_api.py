@@ -322,3 +322,22 @@ def test_gamma_presets_and_main_gamma_pick_the_acting_head():
         AMAGO("FF", "popgym-RepeatPreviousEasy-v0", gammas="long", **tiny)
     with pytest.raises(TypeError, match=re.escape("for one discount pass gammas=[0.99]")):
         AMAGO("FF", "popgym-RepeatPreviousEasy-v0", gammas=0.99, **tiny)
+
+
+def test_dropout_option_is_active_in_training_only():
+    model = AMAGO("Transformer", "popgym-RepeatPreviousEasy-v0", n_envs=2, learning_starts=0,
+                  policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2, dropout=0.05), seed=0)
+    assert model.policy.cfg["dropout"] == 0.05
+    model.learn(64, log_interval=0)
+    batch = model.sampler.sample(4)
+    pol = model.policy
+
+    def features():
+        return pol.encode(batch.observations, batch.time_idx, batch.mask)[0]
+
+    pol.set_training_mode(True)
+    with torch.no_grad():
+        assert not torch.allclose(features(), features())  # dropout masks differ between training passes
+    pol.set_training_mode(False)
+    with torch.no_grad():
+        torch.testing.assert_close(features(), features())  # acting / evaluation: deterministic
