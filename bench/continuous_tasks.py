@@ -146,20 +146,22 @@ def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[st
 
 
 def report() -> str:
-    """Markdown table: final deterministic return, mean +- std over seeds, and wall time per run."""
+    """Markdown table: final deterministic return, mean +- std over seeds, CPU and wall time per run (CPU time is what a
+    run costs on an idle core; wall time grows when runs share the machine)."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for p in sorted(RESULTS.glob("*.json")):
         r = json.loads(p.read_text())
         if r.get("complete"):
             groups[r["task"], r["algo"] + (f" ({r['tag']})" if r["tag"] else "")].append(r)
-    lines = ["| task | algo | seeds | env steps | final eval return (mean +- std) | per seed | wall s per run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| task | algo | seeds | env steps | final eval return (mean +- std) | per seed | CPU s per run | wall s per run |",
+             "|---|---|---|---|---|---|---|---|"]
     for (task, algo), runs in sorted(groups.items()):
         finals = np.array([r["rows"][-1]["eval_return"] for r in runs])
         walls = [r["rows"][-1]["wall_s"] for r in runs]
+        cpus = [r["rows"][-1]["cpu_s"] for r in runs]
         lines.append(f"| {TASKS[task]} | {algo} | {len(runs)} | {runs[0]['rows'][-1]['steps']} | "
                      f"{finals.mean():.2f} +- {finals.std():.2f} | {', '.join(f'{x:.2f}' for x in finals)} | "
-                     f"{np.mean(walls):.0f} |")
+                     f"{np.mean(cpus):.0f} | {np.mean(walls):.0f} |")
     return "\n".join(lines)
 
 
