@@ -153,7 +153,8 @@ def report() -> str:
         r = json.loads(p.read_text())
         if r.get("complete"):
             groups[r["task"], r["algo"] + (f" ({r['tag']})" if r["tag"] else "")].append(r)
-    lines = ["| task | algo | seeds | env steps | final eval return (mean +- std) | per seed | CPU s per run | wall s per run |",
+    lines = ["| task | algo | seeds | env steps | final eval return (mean +- std) | per seed | CPU s per run | "
+             "wall s per run |",
              "|---|---|---|---|---|---|---|---|"]
     for (task, algo), runs in sorted(groups.items()):
         finals = np.array([r["rows"][-1]["eval_return"] for r in runs])
