@@ -90,6 +90,15 @@ def resolve_gammas(gammas: Any, main_gamma: float | None) -> tuple[tuple[float, 
     return tuple(values), values[-1] if main_gamma is None else float(main_gamma)
 
 
+def env_episode_length(env: VecEnv | None) -> int | None:
+    """The one ``max_episode_steps`` all of ``env``'s envs report (trajectory wrapper, trial wrapper), else None."""
+    if env is None:
+        return None
+    lengths = set(env.get_attr("max_episode_steps"))
+    length = lengths.pop() if len(lengths) == 1 else None
+    return int(length) if isinstance(length, (int, np.integer)) and length > 0 else None
+
+
 def episode_context_len(env: VecEnv | None) -> int:
     """``context_len="episode"``: the observation rows of a whole episode, ``max_episode_steps + 1``.
 
@@ -99,12 +108,13 @@ def episode_context_len(env: VecEnv | None) -> int:
     """
     if env is None:
         raise ValueError("context_len='episode' needs an env to read the episode length from; pass an int.")
-    lengths = set(env.get_attr("max_episode_steps"))
-    if len(lengths) != 1 or None in lengths or 0 in lengths:
+    length = env_episode_length(env)
+    if length is None:
         raise ValueError(f"context_len='episode' needs one known episode length, but the envs report "
-                         f"max_episode_steps={sorted(lengths, key=str)}; give the env a time limit "
-                         "(gymnasium.wrappers.TimeLimit or max_episode_steps in its registration) or pass an int.")
-    return int(lengths.pop()) + 1
+                         f"max_episode_steps={sorted(set(env.get_attr('max_episode_steps')), key=str)}; give the env "
+                         "a time limit (gymnasium.wrappers.TimeLimit or max_episode_steps in its registration) or pass "
+                         "an int.")
+    return length + 1
 
 
 class AMAGO(BaseAlgorithm):
@@ -314,11 +324,8 @@ class AMAGO(BaseAlgorithm):
 
     def _episode_horizon(self) -> int:
         """Episode length of the env (the within-episode span of the exploration decay); ``context_len`` if unknown."""
-        if self.env is not None:
-            lengths = set(self.env.get_attr("max_episode_steps"))
-            if len(lengths) == 1 and isinstance(length := lengths.pop(), (int, np.integer)) and length > 0:
-                return int(length)
-        return self.context_len
+        length = env_episode_length(self.env)
+        return self.context_len if length is None else length
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + ["replay", "sampler", "recorder", "exploration", "_act_state",

@@ -34,13 +34,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import wrappers  # noqa: E402
+from bench.memory_tasks import _EvalClock  # noqa: E402  (deterministic evaluation every N steps, JSON after each)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "continuous"
@@ -90,36 +89,6 @@ def build_model(algo: str, env, seed: int, kwargs: dict[str, Any]):
     raise ValueError(f"Unknown algo {algo!r}; use amago, recurrent_ppo or sac.")
 
 
-class EvalClock(BaseCallback):
-    """Deterministic evaluation every ``every`` env steps; wall / CPU times exclude evaluation; JSON after each."""
-
-    def __init__(self, eval_env, every: int, episodes: int, out: Path, meta: dict) -> None:
-        super().__init__()
-        self.eval_env, self.every, self.episodes, self.out, self.meta = eval_env, every, episodes, out, meta
-        self.rows: list[dict] = []
-        self.next = every
-        self.wall = self.cpu = 0.0
-        self.t0, self.c0 = time.perf_counter(), time.process_time()
-
-    def evaluate(self) -> None:
-        self.wall += time.perf_counter() - self.t0
-        self.cpu += time.process_time() - self.c0
-        returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes, deterministic=True,
-                                     return_episode_rewards=True)
-        row = {"steps": int(self.num_timesteps), "wall_s": round(self.wall, 1), "cpu_s": round(self.cpu, 1),
-               "eval_return": float(np.mean(returns)), "eval_std": float(np.std(returns))}
-        self.rows.append(row)
-        print(f"[{self.meta['task']}/{self.meta['algo']}/s{self.meta['seed']}] {row}", flush=True)
-        self.out.write_text(json.dumps({**self.meta, "rows": self.rows}, indent=1))
-        self.t0, self.c0 = time.perf_counter(), time.process_time()
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.next:
-            self.next += self.every
-            self.evaluate()
-        return True
-
-
 def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[str, Any], tag: str, reuse: bool,
         truncated_is_done: bool | None = None) -> Path:
     """Train and evaluate one (task, algo, seed); returns the JSON path."""
@@ -136,7 +105,7 @@ def run(task: str, algo: str, seed: int, steps: int, every: int, kwargs: dict[st
             "kwargs": kwargs, "truncated_is_done": truncated_is_done,
             "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_start": round(os.getloadavg()[0], 1)}
-    cb = EvalClock(eval_env, every, EVAL_EPISODES[task], out, meta)
+    cb = _EvalClock(eval_env, every, EVAL_EPISODES[task], [], out, meta)
     model.learn(steps, callback=cb)
     if not cb.rows or cb.rows[-1]["steps"] < steps:
         cb.evaluate()
