@@ -20,8 +20,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import recursive_setattr, save_to_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import update_learning_rate
+from stable_baselines3.common.utils import check_for_correct_spaces, get_device, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 import wrappers
@@ -34,6 +35,7 @@ from amago_sb.nonfinite import NonFiniteGuard
 from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
 from amago_sb.replay.sampler import PADDED_SAMPLING
+from amago_sb.serialization import UnsafeCheckpointError, encode_data, read_checkpoint
 
 __all__ = ["AMAGO", "GAMMA_PRESETS", "episode_context_len", "resolve_gammas"]
 
@@ -302,6 +304,8 @@ class AMAGO(BaseAlgorithm):
             self.replay_dir = tempfile.mkdtemp(prefix="amago_replay_")
             self._replay_is_temp = True
             weakref.finalize(self, shutil.rmtree, self.replay_dir, True)
+        else:  # the user's directory, by absolute path: a checkpoint must find it again from any working directory
+            self.replay_dir, self._replay_is_temp = os.path.abspath(self.replay_dir), False
         self.replay = TrajectoryStore(self.replay_dir, max_steps=self.buffer_size, fsync=False)
         self.sampler = WindowSampler(self.replay, self.context_len, relabel=wrappers.relabel if self.relabel else None,
                                      seed=self.seed, padded_sampling=getattr(self, "padded_sampling", "none"))
@@ -329,7 +333,9 @@ class AMAGO(BaseAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + ["replay", "sampler", "recorder", "exploration", "_act_state",
-                                                  "loss_config", "_recorder_live", "_nonfinite", "_batches"]
+                                                  "loss_config", "_recorder_live", "_nonfinite", "_batches",
+                                                  "lr_schedule", "_last_obs", "_last_episode_starts",
+                                                  "_last_original_obs", "_missing_replay_dir"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -346,12 +352,24 @@ class AMAGO(BaseAlgorithm):
 
     @classmethod
     def load(cls, path, env: GymEnv | None = None, device="auto", custom_objects=None, print_system_info=False,
-             force_reset=True, **kwargs):
-        """SB3 ``load``; ``env`` is wrapped into trajectory form first and must match the saved spaces.
+             force_reset=True, allow_pickle: bool = False, **kwargs):
+        """Load a checkpoint written by :meth:`save`, without unpickling anything (``amago_sb.serialization``).
 
-        Resume a run with ``AMAGO.load(path, env=..., replay_dir=...)`` then ``learn(n, reset_num_timesteps=False)``:
-        counters, optimizer, targets, normalization statistics, RNG states and (via ``replay_dir``) the replay carry
-        over. A truncated / corrupt file raises ``amago_sb.checkpoint.CorruptCheckpointError`` naming it.
+        ``env`` is wrapped into trajectory form first and must match the saved spaces. Resume a run with
+        ``AMAGO.load(path, env=..., replay_dir=...)`` then ``learn(n, reset_num_timesteps=False)``: counters,
+        optimizer, targets, normalization statistics, RNG states and the replay carry over. The checkpoint stores
+        its replay's absolute path; if that directory is gone, the model still predicts but ``learn`` refuses to run
+        until ``replay_dir`` names the replay (or a new directory, to start a fresh one).
+
+        Args:
+            allow_pickle: also load a checkpoint in SB3's pickle format (amago-sb before the safe format). Loading it
+                runs any code its author stored in it: only for files you trust.
+            custom_objects, kwargs: ``data`` entries to replace / attributes to set, as in SB3.
+
+        Raises:
+            amago_sb.checkpoint.CorruptCheckpointError: a truncated / corrupt file (named, with the way out).
+            amago_sb.serialization.UnsafeCheckpointError: the file holds pickled objects and ``allow_pickle`` is off.
+            amago_sb.serialization.NotAMAGOCheckpointError: an SB3 checkpoint of another algorithm.
         """
         if isinstance(path, (str, os.PathLike)):
             path = validate_checkpoint(path)
@@ -359,20 +377,60 @@ class AMAGO(BaseAlgorithm):
             kwargs["_replay_is_temp"] = False  # an explicit replay dir is the user's: resume from it, never delete it
         if env is not None and not isinstance(env, VecEnv):
             env = _prepare_env(env, 1, None)
+        device = get_device(device)
         try:
+            data, params, pytorch_variables = read_checkpoint(path, device, custom_objects=custom_objects)
+        except UnsafeCheckpointError:
+            if not allow_pickle:
+                raise
+            if hasattr(path, "seek"):
+                path.seek(0)
             model = super().load(path, env=env, device=device, custom_objects=custom_objects,
                                  print_system_info=print_system_info, force_reset=force_reset, **kwargs)
-        except ValueError as e:
-            if "spaces do not match" in str(e) or "space" in str(e):
+            restore_resume_state(model, model.__dict__.pop(RESUME_STATE_KEY, None))
+            return model
+        missing_replay = None
+        stored = data.get("replay_dir")
+        if not data.get("_replay_is_temp", True) and kwargs.get("replay_dir") is None and stored \
+                and not os.path.isdir(stored):
+            missing_replay, data["replay_dir"], data["_replay_is_temp"] = stored, None, True
+        if env is not None:
+            env = cls._wrap_env(env, data.get("verbose", 0))
+            try:
+                check_for_correct_spaces(env, data["observation_space"], data["action_space"])
+            except (ValueError, AssertionError) as e:
                 raise ValueError(f"AMAGO.load: the env does not match the saved model: {e}") from e
-            raise
+            if force_reset:
+                data["_last_obs"] = None
+            data["n_envs"] = env.num_envs
+        model = cls(policy=data["policy_class"], env=env, device=device, _init_setup_model=False)
+        model.__dict__.update(data)
+        model.__dict__.update(kwargs)
+        model._setup_model()
+        model.set_parameters(params, exact_match=True, device=device)
+        for name, value in (pytorch_variables or {}).items():
+            if value is not None:
+                recursive_setattr(model, f"{name}.data", value)
+        model._missing_replay_dir = missing_replay
         restore_resume_state(model, model.__dict__.pop(RESUME_STATE_KEY, None))
         return model
 
     def save(self, path, exclude=None, include=None) -> None:
-        """SB3 ``save``, written atomically (temp file, fsync, rename: a crash never leaves a partial checkpoint),
-        with the RNG states a resumed run needs (``amago_sb.checkpoint``)."""
+        """Write the checkpoint atomically (temp file, fsync, rename: a crash never leaves a partial file) in the
+        pickle-free format of ``amago_sb.serialization``, with the RNG states a resumed run needs."""
         save_model(self, path, exclude, include)
+
+    def _write_checkpoint(self, path, exclude=None, include=None) -> None:
+        """SB3's zip layout (``data``, ``policy.pth``, ...) with ``data`` in plain JSON (called by ``save_model``)."""
+        exclude = set(exclude or ()).union(self._excluded_save_params())
+        if include is not None:
+            exclude = exclude.difference(include)
+        state_dicts, torch_vars = self._get_torch_save_params()
+        exclude.update(name.split(".")[0] for name in state_dicts + torch_vars)
+        data = {k: v for k, v in self.__dict__.items() if k not in exclude}
+        if not data.get("_replay_is_temp") and data.get("replay_dir"):
+            data["replay_dir"] = os.path.abspath(data["replay_dir"])
+        save_to_zip_file(path, data=encode_data(data), params=self.get_parameters(), pytorch_variables=None)
 
     # ------------------------------------------------------------------ acting
     def predict(
@@ -399,6 +457,11 @@ class AMAGO(BaseAlgorithm):
     ) -> SelfAMAGO:
         if self.env is None:
             raise ValueError("This model has no env; pass one to AMAGO.load(path, env=...) or call set_env(env).")
+        if getattr(self, "_missing_replay_dir", None):
+            raise ValueError(
+                f"This model was loaded from a checkpoint whose replay {self._missing_replay_dir} does not exist (moved "
+                "or deleted): learning now would silently start from an empty replay. Pass replay_dir= to AMAGO.load: "
+                "the replay's new location to resume, or a new directory to start a fresh replay.")
         if reset_num_timesteps or self._last_obs is None:
             self._flush_recorder()
         total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,

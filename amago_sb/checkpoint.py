@@ -1,7 +1,7 @@
 """Crash-safe checkpoints: atomic writes, rotation, validation on load, and the state a resumed run needs.
 
 * **Atomic writes.** :func:`atomic_write` lets a writer fill a hidden temp file in the target's directory
-  (``.<name>.<host>.<pid>.tmp``), ``fsync``\\ s it, ``os.replace``\\ s it onto the final name and ``fsync``\\ s the
+  (``.<name>.<8 hex>.<host>.<pid>.tmp``), ``fsync``\\ s it, ``os.replace``\\ s it onto the final name and ``fsync``\\ s the
   directory. A crash at any moment (even ``SIGKILL``) leaves either the old file or the new one, plus at most an
   orphaned temp file that :func:`clean_temp_files` (called by :class:`CheckpointManager`) deletes later.
   A full disk (``ENOSPC`` / ``EDQUOT`` / ``EFBIG``) raises :class:`CheckpointDiskFullError` after removing the temp
@@ -24,8 +24,6 @@ import random
 import re
 import signal
 import threading
-import time
-import uuid
 import warnings
 import zipfile
 import zlib
@@ -37,7 +35,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from amago_sb.replay.files import DISK_FULL_ERRNOS, TMP_RE, host_tag, pid_alive
+from amago_sb.replay.files import DISK_FULL_ERRNOS, clean_temp_files, temp_path
 
 __all__ = [
     "AtomicCheckpointCallback",
@@ -97,7 +95,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.{host_tag()}.{os.getpid()}.tmp"
+    tmp = temp_path(final)
     try:
         write(tmp)
         if not tmp.is_file():
@@ -118,30 +116,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync
     if fsync:
         _fsync_path(final.parent, directory=True)
     return final
-
-
-def clean_temp_files(directory: str | os.PathLike, stale_seconds: float = 3600.0) -> list[Path]:
-    """Delete temp files (``.*.tmp``) left by crashed writers: dead pid on this host, or older than ``stale_seconds``."""
-    d = Path(directory)
-    if not d.is_dir():
-        return []
-    removed, host, now = [], host_tag(), time.time()
-    for entry in os.scandir(d):
-        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-            continue
-        m = TMP_RE.match(entry.name)
-        try:
-            age = now - entry.stat().st_mtime
-        except FileNotFoundError:
-            continue
-        if m is not None and age < stale_seconds and (m.group("host") != host or pid_alive(int(m.group("pid")))):
-            continue  # a live writer (or one on another host of a shared file system)
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except FileNotFoundError:
-            pass
-    return removed
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -257,12 +231,16 @@ def save_model(model: Any, path: str | os.PathLike, exclude: Any = None, include
     """
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    write = getattr(model, "_write_checkpoint", None)  # AMAGO: the pickle-free format (amago_sb.serialization)
+    if write is None:
+        def write(target: Any, exclude: Any, include: Any) -> None:
+            BaseAlgorithm.save(model, target, exclude, include)
     setattr(model, RESUME_STATE_KEY, capture_resume_state(model))
     try:
         if not isinstance(path, (str, os.PathLike)):
-            BaseAlgorithm.save(model, path, exclude, include)
+            write(path, exclude, include)
             return None
-        return atomic_write(checkpoint_path(path), lambda tmp: BaseAlgorithm.save(model, tmp, exclude, include), fsync=fsync)
+        return atomic_write(checkpoint_path(path), lambda tmp: write(tmp, exclude, include), fsync=fsync)
     finally:
         model.__dict__.pop(RESUME_STATE_KEY, None)
 

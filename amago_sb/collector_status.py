@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from amago_sb.replay.files import temp_path
+
 __all__ = ["STATUS_DIRNAME", "status_dir", "write_status", "read_statuses", "collected_env_steps"]
 
 STATUS_DIRNAME = "collectors"
@@ -32,7 +34,7 @@ def write_status(replay_dir: str | os.PathLike, collector_id: str, status: dict[
     d = status_dir(replay_dir)
     d.mkdir(parents=True, exist_ok=True)
     final = d / f"{collector_id}.json"
-    tmp = d / f".{collector_id}.{os.getpid()}.tmp"
+    tmp = temp_path(final)
     with open(tmp, "w") as f:
         json.dump(status, f)
     os.replace(tmp, final)

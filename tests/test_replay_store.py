@@ -154,13 +154,13 @@ def test_orphaned_temp_files_cleaned_on_open(tmp_path):
     dead = tmp_path / f".traj_x.npz.{host}.{_dead_pid()}.tmp"
     live = tmp_path / f".traj_y.npz.{host}.{os.getpid()}.tmp"  # a writer in progress (this process): kept
     stale = tmp_path / f".traj_z.npz.{host}.{os.getpid()}.tmp"
-    junk = tmp_path / ".whatever.tmp"
+    junk = tmp_path / ".whatever.tmp"  # not our temp layout: a user's file, never deleted
     for p in (dead, live, stale, junk):
         p.write_bytes(b"partial")
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))  # older than stale_tmp_seconds: orphan even though the pid lives
     TrajectoryStore(tmp_path)
-    assert sorted(_tmp_files(tmp_path)) == [live.name]
+    assert sorted(_tmp_files(tmp_path)) == sorted([live.name, junk.name])
 
 
 def _write_good(store: TrajectoryStore, n: int = 3) -> list[Path]:

@@ -195,9 +195,8 @@ class Collector:
     # ------------------------------------------------------------------ running
     def maybe_reload(self) -> bool:
         """Load the weights of a newer checkpoint if there is one; True if it did."""
-        from stable_baselines3.common.save_util import load_from_zip_file
-
         from amago_sb.checkpoint import validate_checkpoint
+        from amago_sb.serialization import read_checkpoint
 
         path = find_checkpoint(self.args.checkpoint)
         key = None if path is None else _file_key(path)
@@ -205,7 +204,7 @@ class Collector:
             return False
         try:
             validate_checkpoint(path)
-            data, params, _ = load_from_zip_file(path, device=self.model.device, print_system_info=False)
+            data, params, _ = read_checkpoint(path, self.model.device)  # never unpickles: a dropped-in file runs nothing
             self.model.policy.load_state_dict(params["policy"])
         except (ValueError, OSError, KeyError, RuntimeError) as e:  # partial / vanished / foreign file: retry later
             warnings.warn(

@@ -128,7 +128,7 @@ def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 15) -> Path:
     try:
         import imageio.v2 as imageio
 
-        imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
+        imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)  # imageio's GIF writer takes milliseconds
     except ImportError:
         from PIL import Image
 
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
                    help="env keyword arguments over those of the run (args.yml) or the yml, e.g. corridor_length:30")
     p.add_argument("--device", default="auto")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also load checkpoints whose data is pickled (runs code from the file: only files you trust)")
+    p.add_argument("--trust-imports", action="store_true", help="config *_class entries may import from any module")
     return p
 
 
@@ -161,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints one line per episode and the mean return."""
     parser = build_parser()
     ns = parser.parse_args(argv)
-    from zoo.algos import check_algo, get_algo_class
+    from zoo.algos import check_algo
     from zoo.envs import check_env_id, make_vec_env
-    from zoo.exp import checkpoint_env_id
+    from zoo.exp import checkpoint_env_id, load_model, run_hyperparams
 
     try:
         check_algo(ns.algo)
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         if trained_on is not None and trained_on != ns.env:
             raise ValueError(f"{path} was trained on {trained_on!r}, not {ns.env!r}.")
         env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed, env_kwargs=run_env_kwargs(path, ns.algo, ns.env, ns.env_kwargs))
-        model = get_algo_class(ns.algo).load(path, env=env, device=ns.device)
+        hyperparams = run_hyperparams(path, ns.algo, ns.env, trust_imports=ns.trust_imports)
+        model = load_model(ns.algo, path, env, hyperparams, device=ns.device, allow_pickle=ns.allow_pickle)
     except (ValueError, FileNotFoundError, ImportError) as err:
         parser.exit(2, f"zoo.enjoy: error: {err}\n")
     print(f"Loaded {path}")

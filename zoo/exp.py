@@ -25,13 +25,13 @@ import numpy as np
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
-from stable_baselines3.common.save_util import load_from_zip_file
 
+from amago_sb.serialization import read_data_json
 from zoo.algos import build_model, check_algo, check_hyperparams, get_algo_class
 from zoo.envs import check_env_id, make_vec_env
 from zoo.hyperparams import SPECIAL_KEYS, convert_value, resolve_env_kwargs, resolve_hyperparams
 
-__all__ = ["TrainArgs", "TrainResult", "train", "next_run_dir", "checkpoint_env_id"]
+__all__ = ["TrainArgs", "TrainResult", "train", "next_run_dir", "checkpoint_env_id", "load_model", "run_hyperparams"]
 
 
 @dataclass
@@ -56,6 +56,8 @@ class TrainArgs:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     vec_env: str = "dummy"  # SB3 VecEnv class of the training envs: "dummy" or "subproc" (one process per env)
     num_threads: int = -1  # torch intra-op threads; -1 keeps torch's default (1 is fastest for small nets on a busy CPU)
+    allow_pickle: bool = False  # -i: also load checkpoints whose data is pickled (runs code from the file: trusted only)
+    trust_imports: bool = False  # yml *_class entries may import from any module
 
 
 @dataclass
@@ -81,8 +83,8 @@ def next_run_dir(log_folder: str | Path, algo: str, env_id: str) -> Path:
 def checkpoint_env_id(path: str | Path) -> str | None:
     """The env id a zoo checkpoint was trained on (stored in the zip, else in ``args.yml`` next to it)."""
     path = Path(path)
-    data, _, _ = load_from_zip_file(path, load_data=True, device="cpu", print_system_info=False)
-    if data and data.get("zoo_env_id"):
+    data = read_data_json(path)  # plain JSON: nothing is unpickled
+    if isinstance(data.get("zoo_env_id"), str):
         return str(data["zoo_env_id"])
     for args_file in path.parent.glob("*/args.yml"):
         with open(args_file) as f:
@@ -105,12 +107,50 @@ def _check_trained_agent(args: TrainArgs) -> None:
         )
 
 
+def run_hyperparams(model_path: str | Path, algo: str, env_id: str, overrides: dict[str, Any] | None = None, *,
+                    trust_imports: bool = False) -> dict[str, Any]:
+    """The converted hyperparameters the run of ``model_path`` trained with (its ``<env>/config.yml``; the yml's for
+    runs without one), with the ``overrides`` (``-params``) on top."""
+    for config_file in Path(model_path).parent.glob("*/config.yml"):
+        saved = yaml.safe_load(config_file.read_text()) or {}
+        table = {"default": saved}
+        return resolve_hyperparams(algo, env_id, overrides, table=table, trust_imports=trust_imports)[1]
+    return resolve_hyperparams(algo, env_id, overrides, trust_imports=trust_imports)[1]
+
+
+def load_model(algo: str, path: str | Path, env, hyperparams: dict[str, Any], *, device: str = "auto",
+               allow_pickle: bool = False, **kwargs: Any) -> BaseAlgorithm:
+    """Load a zoo checkpoint without unpickling anything (unless ``allow_pickle``).
+
+    AMAGO reads its own pickle-free format (``AMAGO.load``). SB3's other algorithms pickle their spaces and schedules
+    into every zip, so their model is rebuilt from the run's ``hyperparams`` (converted, as for training) on ``env``
+    and only the tensors (``weights_only``) and the counters (plain JSON) are read from the file.
+
+    Raises:
+        amago_sb.serialization.UnsafeCheckpointError / NotAMAGOCheckpointError (ValueErrors): see ``AMAGO.load``.
+    """
+    cls = get_algo_class(algo)
+    if algo == "amago":
+        return cls.load(path, env=env, device=device, allow_pickle=allow_pickle, **kwargs)
+    if allow_pickle:
+        return cls.load(path, env=env, device=device, **kwargs)
+    model = build_model(algo, env, hyperparams, device=device, seed=kwargs.pop("seed", None),
+                        tensorboard_log=kwargs.pop("tensorboard_log", None), verbose=kwargs.pop("verbose", 0))
+    model.set_parameters(str(path), exact_match=True, device=device)
+    data = read_data_json(path)
+    for key in ("num_timesteps", "_n_updates", "_episode_num"):
+        if isinstance(data.get(key), int):
+            setattr(model, key, data[key])
+    return model
+
+
 def _load_trained_agent(args: TrainArgs, env, tensorboard_log: str | None) -> BaseAlgorithm:
     path = Path(args.trained_agent)
-    overrides = {k: convert_value(k, v) for k, v in args.hyperparams.items() if k not in SPECIAL_KEYS}
-    cls = get_algo_class(args.algo)
+    overrides = {k: convert_value(k, v, args.trust_imports) for k, v in args.hyperparams.items() if k not in SPECIAL_KEYS}
+    hyperparams = run_hyperparams(path, args.algo, args.env, args.hyperparams, trust_imports=args.trust_imports)
     try:
-        return cls.load(path, env=env, device=args.device, tensorboard_log=tensorboard_log, verbose=args.verbose, **overrides)
+        return load_model(args.algo, path, env, hyperparams, device=args.device, allow_pickle=args.allow_pickle,
+                          tensorboard_log=tensorboard_log, verbose=args.verbose, **overrides)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ValueError(f"Cannot continue {path} as {args.algo} on {args.env}: {err}") from err
 
@@ -125,7 +165,7 @@ def train(args: TrainArgs) -> TrainResult:
     """Run one training job as described by ``args`` and return where its outputs are."""
     check_algo(args.algo)
     check_env_id(args.env)
-    raw, hyperparams = resolve_hyperparams(args.algo, args.env, args.hyperparams)
+    raw, hyperparams = resolve_hyperparams(args.algo, args.env, args.hyperparams, trust_imports=args.trust_imports)
     n_timesteps = args.n_timesteps if args.n_timesteps > 0 else int(raw.get("n_timesteps", 0))
     if n_timesteps <= 0:
         raise ValueError(f"No training budget: pass -n/--n-timesteps or set n_timesteps in zoo/hyperparams/{args.algo}.yml.")

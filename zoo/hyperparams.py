@@ -13,7 +13,8 @@ per-env entries only say what differs). A few keys are not constructor arguments
 Values that rl-zoo writes as strings keep its meaning: ``lin_3e-4`` is a linear schedule from 3e-4 to 0 (for
 ``learning_rate``, ``clip_range``...), and ``policy_kwargs`` is a YAML mapping whose ``activation_fn`` may name
 a ``torch.nn`` activation (``tanh``, ``relu``, ``leaky_relu``, ``elu``, ``gelu``, ``silu``). Keys ending in ``_class``
-(``exploration_class``, ``replay_buffer_class``...) may name a class as ``"module:Name"``, which is imported.
+(``exploration_class``, ``replay_buffer_class``...) may name a class as ``"module:Name"``, which is imported only from
+the trusted packages (``amago_sb``, ``wrappers``, ``zoo``, ``torch.nn``, SB3...; ``--trust-imports`` lifts the limit).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from amago_sb.serialization import import_trusted
 
 __all__ = [
     "HYPERPARAMS_DIR",
@@ -112,8 +115,9 @@ def linear_schedule(initial_value: float) -> Callable[[float], float]:
     return schedule
 
 
-def convert_value(key: str, value: Any) -> Any:
-    """Turn rl-zoo string forms into objects: ``lin_X`` schedules and ``policy_kwargs`` activation names."""
+def convert_value(key: str, value: Any, trust_imports: bool = False) -> Any:
+    """Turn rl-zoo string forms into objects: ``lin_X`` schedules, ``*_class`` names and ``policy_kwargs`` activation
+    names. A ``*_class`` is imported only from ``amago_sb.serialization.TRUSTED_MODULES`` unless ``trust_imports``."""
     if key in _SCHEDULE_KEYS and isinstance(value, str):
         if not value.startswith("lin_"):
             raise ValueError(f"Hyperparameter {key}={value!r}: expected a number or a schedule like 'lin_3e-4'.")
@@ -122,7 +126,10 @@ def convert_value(key: str, value: Any) -> Any:
         except ValueError as err:
             raise ValueError(f"Hyperparameter {key}={value!r}: 'lin_' must be followed by a number.") from err
     if key.endswith("_class") and isinstance(value, str):
-        return _import_class(key, value)
+        cls = import_trusted(value, f"Hyperparameter {key}", allow_any=trust_imports)
+        if not isinstance(cls, type):
+            raise ValueError(f"Hyperparameter {key}={value!r} is not a class.")
+        return cls
     if key == "policy_kwargs":
         if value is None:
             return None
@@ -141,30 +148,14 @@ def convert_value(key: str, value: Any) -> Any:
     return value
 
 
-def _import_class(key: str, spec: str) -> type:
-    """``"package.module:Name"`` -> the class."""
-    import importlib
-
-    module, sep, name = spec.partition(":")
-    if not sep or not module or not name:
-        raise ValueError(f"Hyperparameter {key}={spec!r}: name a class as 'module:Name', e.g. "
-                         "'amago_sb.exploration:QuietCorridorExploration'.")
-    try:
-        obj = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"Hyperparameter {key}={spec!r}: cannot import it ({err}).") from err
-    if not isinstance(obj, type):
-        raise ValueError(f"Hyperparameter {key}={spec!r} is not a class.")
-    return obj
-
-
 def resolve_hyperparams(
     algo: str,
     env_id: str,
     overrides: dict[str, Any] | None = None,
     table: dict[str, dict[str, Any]] | None = None,
+    trust_imports: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Merge ``default``, the env's entry and ``overrides`` (later wins).
+    """Merge ``default``, the env's entry and ``overrides`` (later wins); ``trust_imports``: see :func:`convert_value`.
 
     Returns:
         ``(raw, converted)``: ``raw`` is the plain merged mapping (what goes into ``config.yml``);
@@ -178,7 +169,7 @@ def resolve_hyperparams(
             raw[key] = {**raw[key], **value}  # merge so that one policy kwarg can be changed alone
         else:
             raw[key] = value
-    converted = {k: convert_value(k, v) for k, v in raw.items()}
+    converted = {k: convert_value(k, v, trust_imports) for k, v in raw.items()}
     return raw, converted
 
 

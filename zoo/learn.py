@@ -56,6 +56,8 @@ class LearnArgs:
     num_threads: int = 1
     find_unused_parameters: bool = False
     verbose: int = 1
+    allow_pickle: bool = False  # -i: also load a checkpoint whose data is pickled (runs code from it: trusted only)
+    trust_imports: bool = False  # yml *_class entries may import from any module
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # over the yml's env_kwargs (spaces only)
 
 
@@ -76,11 +78,13 @@ def _build_model(args: LearnArgs, ctx, seed: int, raw: dict, hyperparams: dict, 
     env_kwargs = resolve_env_kwargs("amago", args.env, raw, args.env_kwargs)
     env = make_vec_env(args.env, "amago", 1, seed=seed, env_kwargs=env_kwargs)  # the learner only needs the spaces
     if args.trained_agent:  # as zoo.train -i: the checkpoint's settings, changed only by explicit -params
-        overrides = {k: convert_value(k, v) for k, v in args.hyperparams.items() if k not in SPECIAL_KEYS}
+        overrides = {k: convert_value(k, v, args.trust_imports) for k, v in args.hyperparams.items()
+                     if k not in SPECIAL_KEYS}
         model = AMAGO.load(
             args.trained_agent,
             env=env,
             device=ctx.device,
+            allow_pickle=args.allow_pickle,
             tensorboard_log=tensorboard_log,
             verbose=args.verbose,
             **{**overrides, "replay_dir": args.replay_dir},
@@ -120,7 +124,7 @@ def learn(args: LearnArgs) -> dict[str, Any]:
     from zoo.hyperparams import resolve_hyperparams
 
     check_env_id(args.env)
-    raw, hyperparams = resolve_hyperparams("amago", args.env, args.hyperparams)
+    raw, hyperparams = resolve_hyperparams("amago", args.env, args.hyperparams, trust_imports=args.trust_imports)
     check_hyperparams("amago", hyperparams)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
@@ -237,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
                    help="env keyword arguments over the yml's env_kwargs (the learner only uses the spaces)")
     p.add_argument("--verbose", type=int, default=d.verbose, help="0: quiet, 1: info")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="-i: also load a checkpoint whose data is pickled (runs code from the file: trusted files only)")
+    p.add_argument("--trust-imports", action="store_true", help="yml *_class entries may import from any module")
     return p
 
 

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env keyword arguments over the yml's env_kwargs, e.g. corridor_length:30")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-i", "--trained-agent", default="", help="continue training from this .zip (same algo and env)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="-i: also load checkpoints whose data is pickled (runs code from the file: only files you trust)")
+    p.add_argument("--trust-imports", action="store_true",
+                   help="yml / -params *_class entries may import from any module (default: trusted packages only)")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch default; 1 is best on a busy CPU)")
     p.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy",
                    help="SB3 VecEnv class for the training envs: dummy (one process) or subproc (one process per env)")
@@ -82,6 +86,8 @@ def args_from_namespace(ns: argparse.Namespace):
         verbose=ns.verbose,
         num_threads=ns.num_threads,
         vec_env=ns.vec_env,
+        allow_pickle=ns.allow_pickle,
+        trust_imports=ns.trust_imports,
     )
 
 

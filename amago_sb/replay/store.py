@@ -35,11 +35,11 @@ import numpy as np
 from amago_sb.replay.files import (
     DISK_FULL_ERRNOS,
     LOAD_ERRORS,
-    TMP_RE,
     bytes_from_name,
+    clean_temp_files,
     from_arrays,
     host_tag,
-    pid_alive,
+    temp_path,
     to_arrays,
     traj_steps_from_name,
 )
@@ -125,7 +125,7 @@ class TrajectoryStore:
             ) from e
         if not self.directory.is_dir():
             raise NotADirectoryError(f"Replay path {self.directory} exists and is not a directory.")
-        probe = self.directory / f".probe.{uuid.uuid4().hex[:8]}.{self._host}.{os.getpid()}.tmp"  # TMP_RE layout
+        probe = temp_path(self.directory / "probe")
         try:
             with open(probe, "wb") as f:
                 f.write(b"0")
@@ -146,32 +146,7 @@ class TrajectoryStore:
         Returns the deleted paths. Temp files of live writers on this host are kept, so opening a store while other
         processes write into the same directory is safe.
         """
-        removed: list[Path] = []
-        now = time.time()
-        with os.scandir(self.directory) as it:
-            for entry in it:
-                if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-                    continue
-                m = TMP_RE.match(entry.name)
-                try:
-                    age = now - entry.stat().st_mtime
-                except FileNotFoundError:
-                    continue  # its writer just renamed it
-                live = (
-                    m is not None
-                    and m.group("host") == self._host
-                    and pid_alive(int(m.group("pid")))
-                    and age < self.stale_tmp_seconds
-                )
-                remote_fresh = m is not None and m.group("host") != self._host and age < self.stale_tmp_seconds
-                if live or remote_fresh:
-                    continue
-                try:
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
-                except FileNotFoundError:
-                    pass
-        return removed
+        return clean_temp_files(self.directory, self.stale_tmp_seconds)
 
     # ------------------------------------------------------------------ index
     def refresh(self) -> None:
