@@ -28,6 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import wrappers
 from amago_sb.checkpoint import RESUME_STATE_KEY, restore_resume_state, save_model, validate_checkpoint
 from amago_sb.exploration import EpisodicExploration
+from amago_sb.inputs import check_number
 from amago_sb.logs import dump_rollout_logs, record_train_stats
 from amago_sb.losses import LossConfig, amago_loss
 from amago_sb.networks.distributions import unsupported_action_reason
@@ -228,16 +229,31 @@ class AMAGO(BaseAlgorithm):
         if isinstance(policy, str) and policy not in self.policy_aliases:
             raise ValueError(f"Unknown AMAGO policy {policy!r}; use one of {sorted(self.policy_aliases)} "
                              "or an AMAGOPolicy subclass.")
-        if context_len != "episode" and (not isinstance(context_len, (int, np.integer)) or isinstance(context_len, bool)
-                                         or context_len < 1):
-            raise ValueError(f"context_len must be an int >= 1 (timesteps the policy sees) or 'episode', got "
-                             f"{context_len!r}.")
+        if context_len != "episode":
+            check_number("context_len (timesteps the policy sees, or 'episode')", context_len, integer=True, low=1)
         gammas, main_gamma = resolve_gammas(gammas, main_gamma)
-        if not 1 <= num_critics_td <= num_critics:
-            raise ValueError(f"num_critics_td must be in [1, num_critics={num_critics}], got {num_critics_td}.")
-        for name, val in (("batch_size", batch_size), ("train_freq", train_freq), ("n_envs", n_envs)):
-            if int(val) < 1:
-                raise ValueError(f"{name} must be >= 1, got {val!r}.")
+        ints = dict(buffer_size=(buffer_size, 1), batch_size=(batch_size, 1), train_freq=(train_freq, 1),
+                    n_envs=(n_envs, 1), learning_starts=(learning_starts, 0), num_critics=(num_critics, 1),
+                    lr_warmup_steps=(lr_warmup_steps, 0), max_nonfinite_updates=(max_nonfinite_updates, 1),
+                    sampler_workers=(sampler_workers, 0))
+        for name, (val, low) in ints.items():
+            check_number(name, val, integer=True, low=low)
+        for name, (val, low) in dict(gradient_steps=(gradient_steps, 0), exploration_steps=(exploration_steps, 0),
+                                     chunk_len=(chunk_len, 1), num_threads=(num_threads, 1)).items():
+            check_number(name, val, integer=True, low=low, allow_none=True)
+        check_number("num_critics_td", num_critics_td, integer=True, low=1, high=num_critics)
+        check_number("tau (Polyak rate of the targets)", tau, low=0.0, high=1.0, low_open=True)
+        check_number("max_grad_norm (a norm > 0; <= 0 would flip the gradient)", max_grad_norm, low=0.0, low_open=True)
+        for name, val in dict(online_coeff=online_coeff, offline_coeff=offline_coeff,
+                              exploration_start=exploration_start, exploration_end=exploration_end).items():
+            check_number(name, val, low=0.0)
+        check_number("critic_coeff", critic_coeff, low=0.0, low_open=True)
+        check_number("reward_multiplier", reward_multiplier, low=0.0, low_open=True)
+        if not callable(learning_rate):
+            check_number("learning_rate (a number or a schedule)", learning_rate, low=0.0, low_open=True)
+        if isinstance(context_len, (int, np.integer)) and context_len > buffer_size:
+            raise ValueError(f"context_len={context_len} is larger than buffer_size={buffer_size}: no stored trajectory "
+                             "could fill one window. Raise buffer_size or lower context_len.")
         if isinstance(env, (gym.Env, VecEnv)):
             reason = unsupported_action_reason(env.action_space)
             if reason is not None:
@@ -252,6 +268,9 @@ class AMAGO(BaseAlgorithm):
                 raise ValueError(reason)
         if context_len == "episode":
             context_len = episode_context_len(self.env)
+            if context_len > buffer_size:
+                raise ValueError(f"context_len='episode' is {context_len} rows, more than buffer_size={buffer_size}; "
+                                 "raise buffer_size.")
         self.buffer_size, self.replay_dir, self.batch_size = int(buffer_size), replay_dir, int(batch_size)
         self.context_len, self.gammas, self.main_gamma = int(context_len), gammas, main_gamma
         self.train_freq, self.learning_starts = int(train_freq), int(learning_starts)
@@ -261,9 +280,6 @@ class AMAGO(BaseAlgorithm):
         self.critic_coeff = float(critic_coeff)
         self.reward_multiplier, self.relabel = float(reward_multiplier), relabel
         self.exploration_start, self.exploration_end = float(exploration_start), float(exploration_end)
-        if exploration_steps is not None and (isinstance(exploration_steps, bool) or int(exploration_steps) < 0):
-            raise ValueError(f"exploration_steps must be an int >= 0 or None (anneal over the learn() budget), got "
-                             f"{exploration_steps!r}.")
         self.exploration_steps = None if exploration_steps is None else int(exploration_steps)
         self.lr_warmup_steps = int(lr_warmup_steps)
         if not (isinstance(exploration_class, type) and issubclass(exploration_class, EpisodicExploration)):

@@ -22,6 +22,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
+from amago_sb.inputs import check_episode_start, check_observation, check_state
 from amago_sb.networks import (
     TRAJ_ENCODERS,
     ActionSpec,
@@ -178,6 +179,9 @@ class AMAGOPolicy(BasePolicy):
         flat = flatten_obs(observation)
         reset = np.asarray(flat["reset"])
         vectorized = reset.ndim == 2
+        if reset.ndim not in (1, 2) or reset.shape[-1] != 1:
+            raise ValueError(f"predict(observation): key 'reset' has shape {reset.shape}, expected (n_envs, 1) or (1,).")
+        batch = reset.shape[:1] if vectorized else ()
         out = {}
         for key in self.leaves:
             if key not in flat:
@@ -187,6 +191,7 @@ class AMAGOPolicy(BasePolicy):
             shape = self.leaves[key].shape
             if len(shape) == 3 and arr.shape[-3:] != shape and arr.shape[-3:] == (shape[1], shape[2], shape[0]):
                 arr = np.moveaxis(arr, -1, -3)  # channel-last image from an env that VecTransposeImage did not wrap
+            check_observation(key, arr, self.leaves[key], batch)  # before anything reaches a context
             if not vectorized:
                 arr = arr[None]
             out[key] = torch.as_tensor(arr, device=self.device)
@@ -212,11 +217,12 @@ class AMAGOPolicy(BasePolicy):
         n = next(iter(obs.values())).shape[0]
         if state is None:
             state = self.initial_state(n)
-        elif _state_batch(state) != n:
-            raise ValueError(f"state holds the context of {_state_batch(state)} envs but the observation has {n}; "
-                             "pass state=None to start fresh contexts.")
+        else:
+            if getattr(self, "_state_template", None) is None:
+                self._state_template = self.initial_state(1)
+            check_state(state, self._state_template, n)
         if episode_start is not None:
-            state.reset(torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(n), device=self.device))
+            state.reset(torch.as_tensor(check_episode_start(episode_start, n), device=self.device))
         with torch.no_grad():
             action, state = self.act(obs, state, deterministic)
         actions = self.spec.to_env(action.cpu().numpy())
@@ -229,14 +235,6 @@ class AMAGOPolicy(BasePolicy):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("AMAGOPolicy has no single forward; use encode() for training and act() for acting.")
-
-
-def _state_batch(state: Any) -> int:
-    if hasattr(state, "count"):
-        return int(state.count.shape[0])
-    if hasattr(state, "h"):
-        return int(state.h.shape[1])
-    return int(state.batch)
 
 
 class TransformerPolicy(AMAGOPolicy):

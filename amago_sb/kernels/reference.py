@@ -14,7 +14,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["attention_reference", "attention_entropy", "decode_attention_reference", "allowed_mask"]
+__all__ = ["attention_reference", "attention_entropy", "decode_attention_reference", "allowed_mask", "zero_padding"]
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``x`` ``(B, H, S, D)`` with the rows at or past ``lengths[b]`` set to 0 (``where``, so NaN there is gone too).
+
+    Masking a score does not stop a NaN: ``0 * NaN`` is NaN in ``p @ v``, and a NaN key makes its whole score row NaN
+    before any mask applies. Padded / stale slots are therefore zeroed before they enter a product.
+    """
+    if lengths is None:
+        return x
+    ok = torch.arange(x.shape[-2], device=x.device)[None, :] < lengths[:, None]  # (B, S)
+    return torch.where(ok[:, None, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def allowed_mask(L: int, S: int, lengths: torch.Tensor | None, causal: bool, device: torch.device) -> torch.Tensor | None:
@@ -55,6 +67,7 @@ def attention_reference(
         ``out (B, H, L, D)`` or ``(out, entropy)``.
     """
     L, S = q.shape[-2], k.shape[-2]
+    q, k, v = zero_padding(q, lengths), zero_padding(k, lengths), zero_padding(v, lengths)
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, L, S)
     mask = allowed_mask(L, S, lengths, causal, q.device)
     if mask is not None:
@@ -102,6 +115,7 @@ def attention_entropy(
         block = min(L, max(8, budget // max(B * H * S, 1)))
     if block < 1:
         raise ValueError(f"block must be a positive number of queries, got {block!r}")
+    q, k = zero_padding(q, lengths), zero_padding(k, lengths)
     qf = q.reshape(B * H, L, D).float()  # (BH, L, D)
     kt = k.reshape(B * H, S, D).float().transpose(1, 2)  # (BH, D, S)
     bias = None
@@ -135,6 +149,7 @@ def decode_attention_reference(
     Returns ``(B, H, D)``: softmax attention over cache entries ``< lengths[b]``; zeros where the length is 0.
     """
     S = k_cache.shape[-2]
+    k_cache, v_cache = zero_padding(k_cache, lengths), zero_padding(v_cache, lengths)  # stale slots may hold anything
     scores = (q[:, :, None, :] @ k_cache.transpose(-1, -2))[:, :, 0, :] * q.shape[-1] ** -0.5  # (B, H, S)
     key_ok = (torch.arange(S, device=q.device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, S)
     scores = scores.masked_fill(~key_ok, float("-inf"))

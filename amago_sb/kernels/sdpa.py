@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reference import allowed_mask, attention_entropy
+from .reference import allowed_mask, attention_entropy, zero_padding
 
 __all__ = ["sdpa_attention", "sdpa_decode_attention"]
 
@@ -28,6 +28,7 @@ def sdpa_attention(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """SDPA attention on validated inputs ``(B, H, L, D)``; returns out or ``(out, entropy float32 (B, H, L))``."""
     L = q.shape[-2]
+    q, k, v = zero_padding(q, lengths), zero_padding(k, lengths), zero_padding(v, lengths)  # no NaN from padding
     if lengths is None or causal:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     else:
@@ -47,6 +48,7 @@ def sdpa_decode_attention(
 ) -> torch.Tensor:
     """One query per sequence, q ``(B, H, D)``, caches ``(B, H, S, D)``, lengths ``(B,)`` -> ``(B, H, D)``."""
     S = k_cache.shape[-2]
+    k_cache, v_cache = zero_padding(k_cache, lengths), zero_padding(v_cache, lengths)  # stale slots may hold anything
     key_ok = torch.arange(S, device=q.device)[None, :] < lengths[:, None]  # (B, S)
     mask = key_ok.clone()
     mask[:, 0] = True

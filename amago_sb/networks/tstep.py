@@ -88,7 +88,7 @@ class TimestepEncoder(nn.Module):
             raise TypeError(f"TimestepEncoder expects the trajectory-form Dict space, got {observation_space}.")
         self.leaves = flatten_keys(observation_space)
         self.vector_keys: list[str] = []
-        self.onehot_keys: list[tuple[str, np.ndarray]] = []
+        self.onehot_keys: list[tuple[str, np.ndarray, np.ndarray]] = []  # (key, sizes, first ids)
         self.images = nn.ModuleDict()
         self.instruction: _InstructionEmbedding | None = None
         d_vec, d_extra = 0, 0
@@ -103,10 +103,10 @@ class TimestepEncoder(nn.Module):
                 self.images[name.replace("/", "__")] = _CNN(space, d_image)
                 d_extra += d_image
             elif isinstance(space, spaces.Discrete):
-                self.onehot_keys.append((name, np.array([space.n])))
+                self.onehot_keys.append((name, np.array([space.n]), np.array([space.start])))
                 d_vec += int(space.n)
             elif isinstance(space, spaces.MultiDiscrete):
-                self.onehot_keys.append((name, space.nvec.reshape(-1)))
+                self.onehot_keys.append((name, space.nvec.reshape(-1), np.asarray(space.start).reshape(-1)))
                 d_vec += int(space.nvec.sum())
             else:
                 self.vector_keys.append(name)
@@ -120,10 +120,12 @@ class TimestepEncoder(nn.Module):
         parts = []
         for name in self.vector_keys:
             parts.append(obs[name].reshape(*batch_shape, -1).float())
-        for name, nvec in self.onehot_keys:
+        for name, nvec, starts in self.onehot_keys:
             ids = obs[name].reshape(*batch_shape, -1).long()  # (*batch, n_ids)
-            for j, n in enumerate(nvec):
-                parts.append(F.one_hot(ids[..., j].clamp(0, int(n) - 1), int(n)).float())
+            for j, (n, start) in enumerate(zip(nvec, starts)):
+                # ids count from the space's start; the clamp only touches padded (masked) rows, since acting
+                # inputs are checked against the space (amago_sb.inputs) and stored ones came from the env
+                parts.append(F.one_hot((ids[..., j] - int(start)).clamp(0, int(n) - 1), int(n)).float())
         return torch.cat(parts, dim=-1)
 
     def forward(self, obs: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
