@@ -8,6 +8,7 @@ updates on windows drawn by :class:`~amago_sb.replay.WindowSampler` (the loss li
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -35,6 +36,7 @@ from amago_sb.networks.distributions import unsupported_action_reason
 from amago_sb.nonfinite import NonFiniteGuard
 from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
+from amago_sb.replay.files import host_tag, pid_alive
 from amago_sb.replay.sampler import PADDED_SAMPLING
 from amago_sb.serialization import UnsafeCheckpointError, encode_data, read_checkpoint
 
@@ -71,6 +73,24 @@ GAMMA_PRESETS: dict[str, tuple[float, ...]] = {
                  0.9994, 0.9995),
     "continuous": (0.9, 0.95, 0.99, 0.993, 0.996, 0.999),
 }
+
+
+_TEMP_REPLAY_RE = re.compile(r"^amago_replay_(?P<host>[A-Za-z0-9-]+)_(?P<pid>\d+)_")
+
+
+def _private_replay_dir() -> str:
+    """A new temporary replay directory named after this host and process; the ones of dead processes on this host
+    (a SIGTERM / SIGKILL skips the cleanup at exit) are deleted first."""
+    host, root = host_tag(), tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        entries = []
+    for entry in entries:
+        m = _TEMP_REPLAY_RE.match(entry.name)
+        if m and m.group("host") == host and not pid_alive(int(m.group("pid"))) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"amago_replay_{host}_{os.getpid()}_")
 
 
 def resolve_gammas(gammas: Any, main_gamma: float | None) -> tuple[tuple[float, ...], float]:
@@ -317,7 +337,7 @@ class AMAGO(BaseAlgorithm):
         if self.replay_dir is None or getattr(self, "_replay_is_temp", False):
             # no replay_dir given: a private temporary replay, deleted when the model is garbage-collected or the
             # process exits (a model loaded from such a run starts a fresh one; pass replay_dir to keep the data)
-            self.replay_dir = tempfile.mkdtemp(prefix="amago_replay_")
+            self.replay_dir = _private_replay_dir()
             self._replay_is_temp = True
             weakref.finalize(self, shutil.rmtree, self.replay_dir, True)
         else:  # the user's directory, by absolute path: a checkpoint must find it again from any working directory

@@ -119,16 +119,43 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync
 
 
 # ---------------------------------------------------------------------------------------------------- validation
-def _siblings(path: Path) -> list[str]:
+def _corruption_reason(p: Path) -> str | None:
+    """Why the zip ``p`` is not a complete checkpoint (None: it is)."""
+    try:
+        if p.stat().st_size == 0:
+            return "the file is empty"
+        with zipfile.ZipFile(p) as zf:
+            bad = zf.testzip()
+            names = zf.namelist()
+            if bad is not None:
+                return f"member {bad!r} fails its CRC check"
+            if "data" not in names:
+                return f"no 'data' entry (members: {names})"
+            if not any(n.endswith(".pth") for n in names):
+                return f"no parameters (*.pth) (members: {names})"
+            json.loads(zf.read("data").decode())
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _valid_siblings(path: Path) -> list[str]:
+    """The newest (up to 3) other checkpoints of ``path``'s directory that pass validation themselves."""
     try:
         others = sorted((p for p in path.parent.glob("*.zip") if p != path), key=lambda p: p.stat().st_mtime)
     except OSError:
         return []
-    return [p.name for p in others[-3:]]
+    good: list[str] = []
+    for p in reversed(others):
+        if _corruption_reason(p) is None:
+            good.append(p.name)
+            if len(good) == 3:
+                break
+    return good
 
 
 def validate_checkpoint(path: str | os.PathLike) -> Path:
-    """Check that ``path`` (or ``path.zip``) is a complete SB3 checkpoint; return the file's path.
+    """Check that ``path`` (or ``path.zip``) is a complete SB3-layout checkpoint; return the file's path.
 
     Reads the zip's central directory, verifies every member's CRC, and checks that ``data`` is JSON and that
     parameters (``*.pth``) are present. Costs one read of the file.
@@ -136,36 +163,19 @@ def validate_checkpoint(path: str | os.PathLike) -> Path:
     Raises:
         FileNotFoundError: neither ``path`` nor ``path.zip`` exists.
         CorruptCheckpointError: truncated, empty, not a zip, CRC mismatch, or missing parts; the message names the
-            file and the other checkpoints of its directory to load instead.
+            file and the other checkpoints of its directory that are themselves valid, to load instead.
     """
     p = Path(path)
     if not p.is_file() and Path(f"{p}.zip").is_file():
         p = Path(f"{p}.zip")
     if not p.is_file():
         raise FileNotFoundError(f"Checkpoint {p} does not exist (nor {p}.zip).")
-    reason = None
-    try:
-        if p.stat().st_size == 0:
-            reason = "the file is empty"
-        else:
-            with zipfile.ZipFile(p) as zf:
-                bad = zf.testzip()
-                names = zf.namelist()
-                if bad is not None:
-                    reason = f"member {bad!r} fails its CRC check"
-                elif "data" not in names:
-                    reason = f"no 'data' entry (members: {names})"
-                elif not any(n.endswith(".pth") for n in names):
-                    reason = f"no parameters (*.pth) (members: {names})"
-                else:
-                    json.loads(zf.read("data").decode())
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        reason = f"{type(e).__name__}: {e}"
+    reason = _corruption_reason(p)
     if reason is not None:
-        others = _siblings(p)
-        hint = (f"load an earlier checkpoint of {p.parent} instead (newest: {', '.join(reversed(others))}; "
+        others = _valid_siblings(p)
+        hint = (f"load an earlier checkpoint of {p.parent} instead (newest valid: {', '.join(others)}; "
                 "CheckpointManager(dir).latest() returns the newest valid one)" if others else
-                "no other checkpoint is in its directory; start a new run (a kept replay_dir still holds the data)")
+                "no valid checkpoint is left in its directory; start a new run (a kept replay_dir still holds the data)")
         raise CorruptCheckpointError(
             f"Checkpoint {p} is corrupt or truncated ({reason}). A crash or a full disk cut it off while it was "
             f"written without an atomic writer, or it was damaged later. Delete it and {hint}.")

@@ -96,7 +96,9 @@ def test_train_writes_rl_zoo_layout(ppo_run):
 
 
 def test_continue_training_with_i(ppo_run, capsys):
-    model = ppo_run / "ppo" / f"{ENV}_1" / f"{ENV}.zip"
+    run = ppo_run / "ppo" / f"{ENV}_1"
+    model = run / f"{ENV}.zip"
+    monitor_rows = len((run / "0.monitor.csv").read_text().splitlines())
     assert (
         train.main(
             [
@@ -105,7 +107,7 @@ def test_continue_training_with_i(ppo_run, capsys):
                 "--env",
                 ENV,
                 "-n",
-                "64",
+                "256",
                 "-f",
                 str(ppo_run),
                 "--eval-freq",
@@ -121,8 +123,11 @@ def test_continue_training_with_i(ppo_run, capsys):
         )
         == 0
     )
-    summary = yaml.safe_load((ppo_run / "ppo" / f"{ENV}_2" / "summary.yml").read_text())
-    assert summary["n_timesteps"] == 128 + 64  # the step counter continues
+    summary = yaml.safe_load((run / "summary.yml").read_text())
+    assert summary["n_timesteps"] == 128 + 256  # the step counter continues, in the same run folder
+    assert not (ppo_run / "ppo" / f"{ENV}_2").exists()
+    assert len((run / "0.monitor.csv").read_text().splitlines()) > monitor_rows  # episodes appended, none lost
+    assert (run / ENV / "args.yml").is_file() and (run / ENV / "args_resume_1.yml").is_file()
 
 
 def test_checkpoint_of_another_env_is_refused(ppo_run, capsys):
@@ -424,8 +429,8 @@ def test_amago_train_continue_and_enjoy(tmp_path, capsys):
         )
         == 0
     )
-    assert yaml.safe_load((tmp_path / "amago" / f"{env}_2" / "summary.yml").read_text())["n_timesteps"] == 96
-    assert list((run / "replay").rglob("*.npz")) and not (tmp_path / "amago" / f"{env}_2" / "replay").exists()
+    assert yaml.safe_load((run / "summary.yml").read_text())["n_timesteps"] == 96  # the same run, continued
+    assert list((run / "replay").rglob("*.npz")) and not (tmp_path / "amago" / f"{env}_2").exists()
     capsys.readouterr()
     assert enjoy.main(["--algo", "amago", "--env", env, "-f", str(tmp_path), "--n-episodes", "1", "--exp-id", "1"]) == 0
     assert re.search(r"episode 0: return -?[\d.]+, length 51", capsys.readouterr().out)

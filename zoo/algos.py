@@ -56,8 +56,24 @@ def constructor_keys(cls: type) -> list[str]:
 
 
 def check_hyperparams(algo: str, hyperparams: dict[str, Any]) -> None:
-    """Raise ``ValueError`` if a hyperparameter is not a constructor argument of ``algo`` (close matches named)."""
-    check_constructor_kwargs(algo, hyperparams, constructor_keys(get_algo_class(algo)))
+    """Raise ``ValueError`` if a hyperparameter is not a constructor argument of ``algo``, or a ``policy_kwargs`` key
+    not one of its policy's (close matches named)."""
+    cls = get_algo_class(algo)
+    check_constructor_kwargs(algo, hyperparams, constructor_keys(cls))
+    policy, policy_kwargs = hyperparams.get("policy"), hyperparams.get("policy_kwargs") or {}
+    policy_cls = cls.policy_aliases.get(policy) if isinstance(policy, str) else policy
+    if not isinstance(policy_cls, type) or not policy_kwargs:
+        return
+    params = inspect.signature(policy_cls.__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k in params if k not in ("self", "observation_space", "action_space", "lr_schedule")]
+    unknown = [k for k in policy_kwargs if k not in valid]
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {', '.join(c)}?)" if (c := difflib.get_close_matches(k, valid, n=3))
+                             else "") for k in unknown]
+        raise ValueError(f"Unknown policy_kwargs for {algo} ({policy_cls.__name__}): {'; '.join(hints)}. "
+                         f"Valid keys: {', '.join(valid)}.")
 
 
 def build_model(

@@ -114,11 +114,12 @@ def make_vec_env(
     n_envs: int = 1,
     seed: int | None = None,
     monitor_dir: str | Path | None = None,
+    append_monitor: bool = False,
     env_kwargs: dict | None = None,
     vec_env: str = "dummy",
 ) -> VecEnv:
     """``DummyVecEnv`` (or ``SubprocVecEnv`` with ``vec_env="subproc"``) of ``n_envs`` monitored envs; monitor files
-    ``<monitor_dir>/<rank>.monitor.csv``.
+    ``<monitor_dir>/<rank>.monitor.csv`` (appended to with ``append_monitor``, as a resumed run does).
 
     The monitor file of each env is flushed after every episode (SB3's ``ResultsWriter``), so a killed
     run keeps all finished episodes readable.
@@ -131,7 +132,7 @@ def make_vec_env(
         def _init() -> gym.Env:
             env = make_single_env(env_id, algo, env_kwargs)
             path = None if monitor_dir is None else str(Path(monitor_dir) / str(rank))
-            env = Monitor(env, filename=path)
+            env = Monitor(env, filename=path, override_existing=not append_monitor)
             if seed is not None:
                 env.action_space.seed(seed + rank)
             return env

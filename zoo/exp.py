@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +25,9 @@ from typing import Any
 import numpy as np
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 
+from amago_sb.checkpoint import AtomicCheckpointCallback
 from amago_sb.serialization import read_data_json
 from zoo.algos import build_model, check_algo, check_hyperparams, get_algo_class
 from zoo.envs import check_env_id, make_vec_env
@@ -56,6 +58,7 @@ class TrainArgs:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     vec_env: str = "dummy"  # SB3 VecEnv class of the training envs: "dummy" or "subproc" (one process per env)
     num_threads: int = -1  # torch intra-op threads; -1 keeps torch's default (1 is fastest for small nets on a busy CPU)
+    keep_checkpoints: int = 5  # --save-freq checkpoints kept (newest first); 0 keeps every one
     allow_pickle: bool = False  # -i: also load checkpoints whose data is pickled (runs code from the file: trusted only)
     trust_imports: bool = False  # yml *_class entries may import from any module
 
@@ -165,6 +168,14 @@ def train(args: TrainArgs) -> TrainResult:
     """Run one training job as described by ``args`` and return where its outputs are."""
     check_algo(args.algo)
     check_env_id(args.env)
+    if args.n_timesteps != -1 and args.n_timesteps < 1:
+        raise ValueError(f"-n/--n-timesteps must be >= 1 env steps, got {args.n_timesteps} (omit it to use the yml's "
+                         "n_timesteps).")
+    if args.keep_checkpoints < 0:
+        raise ValueError(f"--keep-checkpoints must be >= 0 (0 keeps all), got {args.keep_checkpoints}.")
+    log_root = Path(args.log_folder)
+    if log_root.exists() and not log_root.is_dir():
+        raise ValueError(f"-f/--log-folder {args.log_folder!r} is a file, not a directory; pick a folder for the runs.")
     raw, hyperparams = resolve_hyperparams(args.algo, args.env, args.hyperparams, trust_imports=args.trust_imports)
     n_timesteps = args.n_timesteps if args.n_timesteps > 0 else int(raw.get("n_timesteps", 0))
     if n_timesteps <= 0:
@@ -180,20 +191,54 @@ def train(args: TrainArgs) -> TrainResult:
         import torch
 
         torch.set_num_threads(args.num_threads)
-    run_dir = next_run_dir(args.log_folder, args.algo, args.env)
-    run_dir.mkdir(parents=True)
+    resumed_dir = _run_dir_of(args.trained_agent, args.env) if args.trained_agent else None
+    run_dir = resumed_dir or next_run_dir(args.log_folder, args.algo, args.env)
+    run_dir.mkdir(parents=True, exist_ok=resumed_dir is not None)
+    stage = {"learning": False}
+    try:
+        return _run(args, run_dir, raw, hyperparams, n_timesteps, seed, n_envs, env_kwargs, stage,
+                    resumed=resumed_dir is not None)
+    except BaseException:
+        if not stage["learning"] and resumed_dir is None:  # failed while setting up: leave no empty run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_dir_of(checkpoint: str, env_id: str) -> Path | None:
+    """The zoo run folder that holds ``checkpoint`` (it has ``<env>/args.yml``), which a resumed run continues."""
+    parent = Path(checkpoint).resolve().parent
+    return parent if (parent / env_id / "args.yml").is_file() else None
+
+
+def _preload_evaluations(callback: EvalCallback, run_dir: Path) -> None:
+    """Start a resumed run's EvalCallback from the evaluations already in ``run_dir`` (it rewrites the whole file)."""
+    path = run_dir / "evaluations.npz"
+    if not path.is_file():
+        return
+    with np.load(path, allow_pickle=False) as old:
+        callback.evaluations_timesteps = [int(t) for t in old["timesteps"]]
+        callback.evaluations_results = [list(r) for r in old["results"]]
+        callback.evaluations_length = [list(n) for n in old["ep_lengths"]]
+        if len(old["results"]):
+            callback.best_mean_reward = float(np.max(np.mean(old["results"], axis=1)))
+
+
+def _run(args: TrainArgs, run_dir: Path, raw: dict[str, Any], hyperparams: dict[str, Any], n_timesteps: int, seed: int,
+         n_envs: int, env_kwargs: dict[str, Any], stage: dict[str, bool], resumed: bool = False) -> TrainResult:
     if args.algo == "amago" and not args.trained_agent and raw.get("replay_dir") is None:
         # keep AMAGO's replay with its run (not in a temp dir that nobody removes); `-i` then resumes with it
         raw["replay_dir"] = hyperparams["replay_dir"] = str(run_dir / "replay")
-    _write_yaml(run_dir / args.env / "args.yml",
+    # a resumed run keeps the files of its start and records each continuation next to them
+    suffix = f"_resume_{len(list((run_dir / args.env).glob('args_resume_*.yml'))) + 1}" if resumed else ""
+    _write_yaml(run_dir / args.env / f"args{suffix}.yml",
                 {**asdict(args), "seed": seed, "n_timesteps": n_timesteps, "env_kwargs": env_kwargs})
-    _write_yaml(run_dir / args.env / "config.yml", {**raw, "n_timesteps": n_timesteps})
+    _write_yaml(run_dir / args.env / f"config{suffix}.yml", {**raw, "n_timesteps": n_timesteps})
     if args.verbose:
         print(f"Saving to {run_dir}")
 
     tensorboard_log = os.path.join(args.tensorboard_log, args.env) if args.tensorboard_log else None
     env = make_vec_env(args.env, args.algo, n_envs, seed=seed, monitor_dir=run_dir, env_kwargs=env_kwargs,
-                       vec_env=args.vec_env)
+                       vec_env=args.vec_env, append_monitor=resumed)
     eval_env = None
     try:
         if args.trained_agent:
@@ -213,20 +258,23 @@ def train(args: TrainArgs) -> TrainResult:
         callbacks = []
         if args.eval_freq > 0:
             eval_env = make_vec_env(args.env, args.algo, args.n_eval_envs, seed=seed + 10_000, env_kwargs=env_kwargs)
-            callbacks.append(
-                EvalCallback(
-                    eval_env,
-                    n_eval_episodes=args.eval_episodes,
-                    eval_freq=max(args.eval_freq // n_envs, 1),
-                    log_path=str(run_dir),
-                    best_model_save_path=str(run_dir),
-                    deterministic=True,
-                    verbose=args.verbose,
-                )
+            eval_cb = EvalCallback(
+                eval_env,
+                n_eval_episodes=args.eval_episodes,
+                eval_freq=max(args.eval_freq // n_envs, 1),
+                log_path=str(run_dir),
+                best_model_save_path=str(run_dir),
+                deterministic=True,
+                verbose=args.verbose,
             )
-        if args.save_freq > 0:
-            callbacks.append(CheckpointCallback(max(args.save_freq // n_envs, 1), str(run_dir), name_prefix="rl_model"))
+            if resumed:
+                _preload_evaluations(eval_cb, run_dir)
+            callbacks.append(eval_cb)
+        if args.save_freq > 0:  # atomic, rotated (the newest keep_checkpoints kept; 0: all)
+            callbacks.append(AtomicCheckpointCallback(max(args.save_freq // n_envs, 1), run_dir, name_prefix="rl_model",
+                                                      keep_last=args.keep_checkpoints or None, save_on_end=False))
         start = time.time()
+        stage["learning"] = True  # from here on the run folder holds data (logs, replay): never deleted
         try:
             model.learn(
                 n_timesteps,

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env keyword arguments over the yml's env_kwargs, e.g. corridor_length:30")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("-i", "--trained-agent", default="", help="continue training from this .zip (same algo and env)")
+    p.add_argument("--keep-checkpoints", type=int, default=5,
+                   help="--save-freq checkpoints kept, newest first (0: keep all; default 5)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="-i: also load checkpoints whose data is pickled (runs code from the file: only files you trust)")
     p.add_argument("--trust-imports", action="store_true",
@@ -87,6 +89,7 @@ def args_from_namespace(ns: argparse.Namespace):
         num_threads=ns.num_threads,
         vec_env=ns.vec_env,
         allow_pickle=ns.allow_pickle,
+        keep_checkpoints=ns.keep_checkpoints,
         trust_imports=ns.trust_imports,
     )
 
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         train(args_from_namespace(ns))
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:  # bad input, full disk, unreadable file: one line
         parser.exit(2, f"zoo.train: error: {err}\n")
     return 0
 

@@ -214,10 +214,19 @@ class WindowSampler:
             self.cache.put(name, _freeze(traj))
         return traj
 
-    def sample_trajectories(self, n: int, max_tries: int = 8) -> list[Trajectory]:
-        """``n`` trajectories drawn with the length weighting (before relabeling), skipping unreadable files."""
+    def sample_trajectories(self, n: int, max_tries: int = 64) -> list[Trajectory]:
+        """``n`` trajectories drawn with the length weighting (before relabeling), skipping unreadable files.
+
+        A draw that hits files evicted by other processes since the last index refresh rescans the directory at once
+        (and, after 8 such rounds, backs off a little): heavy churn slows sampling down instead of ending ``learn``.
+        """
         out: list[Trajectory] = []
-        for _ in range(max_tries):
+        for attempt in range(max_tries):
+            if attempt:  # the last round missed files: the index is stale
+                self.store.refresh()
+                self._last_refresh = time.monotonic()
+                if attempt >= 8:
+                    time.sleep(min(0.01 * attempt, 0.2))
             self._weights_current()
             if len(self._cum) == 0 or self._cum[-1] <= 0:
                 self.store.refresh()
