@@ -189,6 +189,9 @@ class AMAGO(BaseAlgorithm):
         sampler_workers: DataLoader worker processes that sample replay windows in the background (0: sample in
             the learner process; workers pay off when cores are free, not on a 2-core machine).
         chunk_len: transitions per stored replay file for long episodes (default ``4 * context_len``).
+        replay_fsync: ``fsync`` every replay file (and its directory) as it is written. Files are always written
+            atomically (temp file + rename), so a killed *process* never loses or corrupts stored data either way;
+            fsync also survives a power loss or kernel crash, at a measured cost (docs/reliability.md, "Durability").
         num_threads: ``torch.set_num_threads`` on CPU (process-wide; None leaves it). Default 1: these small
             sequence models are latency-bound, and extra intra-op threads only add synchronization (measured 3-14x
             slower updates with 2 threads on a busy 2-core machine).
@@ -235,6 +238,7 @@ class AMAGO(BaseAlgorithm):
         max_grad_norm: float = 1.0,
         n_envs: int = 8,
         chunk_len: int | None = None,
+        replay_fsync: bool = False,
         num_threads: int | None = 1,
         max_nonfinite_updates: int = 10,
         sampler_workers: int = 0,
@@ -307,6 +311,9 @@ class AMAGO(BaseAlgorithm):
                             f"{exploration_class!r}.")
         self.exploration_class, self.exploration_kwargs = exploration_class, dict(exploration_kwargs or {})
         self.max_grad_norm, self.chunk_len, self.num_threads = float(max_grad_norm), chunk_len, num_threads
+        if not isinstance(replay_fsync, bool):
+            raise TypeError(f"replay_fsync must be True or False, got {replay_fsync!r}.")
+        self.replay_fsync = replay_fsync
         self.max_nonfinite_updates, self._nonfinite_skips = max_nonfinite_updates, 0
         self.sampler_workers = int(sampler_workers)
         if padded_sampling not in PADDED_SAMPLING:
@@ -342,7 +349,8 @@ class AMAGO(BaseAlgorithm):
             weakref.finalize(self, shutil.rmtree, self.replay_dir, True)
         else:  # the user's directory, by absolute path: a checkpoint must find it again from any working directory
             self.replay_dir, self._replay_is_temp = os.path.abspath(self.replay_dir), False
-        self.replay = TrajectoryStore(self.replay_dir, max_steps=self.buffer_size, fsync=False)
+        self.replay = TrajectoryStore(self.replay_dir, max_steps=self.buffer_size,
+                                      fsync=getattr(self, "replay_fsync", False))
         self.sampler = WindowSampler(self.replay, self.context_len, relabel=wrappers.relabel if self.relabel else None,
                                      seed=self.seed, padded_sampling=getattr(self, "padded_sampling", "none"))
         self.loss_config = LossConfig(reward_multiplier=self.reward_multiplier, num_critics_td=self.num_critics_td,

@@ -178,3 +178,49 @@ def test_sigterm_saves_a_checkpoint_and_stops_cleanly(tmp_path):
     assert latest.name == info["checkpoint"] == f"amago_{info['num_timesteps']}_steps.zip"
     assert _counters(latest)[0] == info["num_timesteps"]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # this process's handler untouched
+
+
+ZOO_TINY = ["-params", "n_envs:2", "batch_size:4", "context_len:16", "train_freq:8", "gradient_steps:1",
+            "learning_starts:16", "policy_kwargs:{d_model: 16, n_layers: 1, n_heads: 2}"]
+
+
+def test_sigkilled_zoo_run_resumes_from_another_directory_with_relative_paths(tmp_path):
+    """zoo.train with a relative -f is SIGKILLed after a few checkpoints; `-i` with a relative path from another
+    working directory continues the same run folder and its replay (nothing starts from an empty replay)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    run = a / "logs" / "amago" / f"{ENV}_1"
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.train", "--algo", "amago", "--env", ENV, "-n", "1000000",
+                             "-f", "logs", "--save-freq", "32", "--keep-checkpoints", "2", "--eval-freq", "-1",
+                             "--verbose", "0", "--seed", "0", *ZOO_TINY], cwd=a, env=env)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and len(list(run.glob("rl_model_*_steps.zip"))) < 2:
+            time.sleep(0.2)
+        time.sleep(random.Random(0).uniform(0.0, 0.5))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ckpts = sorted(run.glob("rl_model_*_steps.zip"), key=lambda p: int(p.name.split("_")[2]))
+    assert 1 <= len(ckpts) <= 2  # rotated: at most --keep-checkpoints (one more may have landed at the kill)
+    newest = validate_checkpoint(ckpts[-1])
+    steps = int(newest.name.split("_")[2])
+    stored = TrajectoryStore(run / "replay", read_only=True).num_trajectories
+    assert stored > 0
+    rel = os.path.relpath(newest, b)
+    r = subprocess.run([sys.executable, "-m", "zoo.train", "--algo", "amago", "--env", ENV, "-n", "64", "-f", "logs",
+                        "--eval-freq", "-1", "--verbose", "0", "-i", rel, *ZOO_TINY[:2]], cwd=b, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert not (b / "logs").exists()  # the run continued in its own folder
+    import yaml
+
+    assert yaml.safe_load((run / "summary.yml").read_text())["n_timesteps"] == steps + 64
+    assert TrajectoryStore(run / "replay", read_only=True).num_trajectories > stored  # the same replay, grown
+    assert not [n for n in os.listdir(run) if n.endswith(".tmp")]

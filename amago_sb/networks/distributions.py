@@ -139,13 +139,18 @@ class ActionSpec:
         if reason is not None:
             raise ValueError(reason)
         self.space = space
+        self.start: torch.Tensor | None = None  # first id of integer actions (gymnasium's ``start``), when not 0
         if isinstance(space, spaces.Discrete):
             self.kind, self.n = "discrete", int(space.n)
             self.param_dim, self.critic_action_dim = self.n, 0
+            if int(space.start) != 0:
+                self.start = torch.tensor(int(space.start))
         elif isinstance(space, spaces.MultiDiscrete):
             self.kind = "multidiscrete"
             self.nvec = [int(n) for n in space.nvec.reshape(-1)]
             self.param_dim = self.critic_action_dim = int(sum(self.nvec))
+            if np.any(space.start != 0):
+                self.start = torch.as_tensor(np.asarray(space.start).reshape(-1), dtype=torch.long)
         else:
             self.kind = "box"
             self.shape = space.shape
@@ -166,17 +171,18 @@ class ActionSpec:
         return TanhGaussian(params)
 
     def normalize(self, env_action: torch.Tensor) -> torch.Tensor:
-        """Replay actions as the policy sees them: Box -> [-1, 1] ``(..., A)``; integer actions unchanged."""
+        """Replay actions as the policy sees them: Box -> [-1, 1] ``(..., A)``; integer actions -> ids from 0."""
         if self.kind != "box":
-            return env_action
+            return env_action if self.start is None else env_action - self.start.to(env_action.device)
         low, high = self.low.to(env_action.device), self.high.to(env_action.device)
         flat = env_action.reshape(*env_action.shape[: env_action.dim() - len(self.shape)], self.dim).float()
         return (2.0 * (flat - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
 
     def to_env(self, action: np.ndarray) -> np.ndarray:
-        """Policy actions ``(n, ...)`` -> env actions: Box rescaled from [-1, 1] to the bounds and reshaped."""
+        """Policy actions ``(n, ...)`` -> env actions: Box rescaled from [-1, 1] to the bounds and reshaped; integer
+        ids shifted by the space's ``start``."""
         if self.kind != "box":
-            return action
+            return action if self.start is None else action + self.start.numpy()
         low, high = self.low.numpy(), self.high.numpy()
         out = low + 0.5 * (np.clip(action, -1.0, 1.0) + 1.0) * (high - low)
         return out.reshape(action.shape[0], *self.shape).astype(self.space.dtype)
