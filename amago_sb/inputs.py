@@ -108,5 +108,6 @@ def check_number(name: str, value: Any, *, integer: bool = False, low: float | N
     if bad_low or (high is not None and v > high):
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{lo}, {hi}], got {value!r}.")
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{lo}, {hi}]{' or None' if allow_none else ''}, "
+                         f"got {value!r}.")
     return v

@@ -278,7 +278,7 @@ def test_amago_exploration_follows_the_episode_length_and_the_budget():
                   policy_kwargs=dict(d_model=16))
     fixed.learn(64)
     assert fixed.exploration.anneal_steps == 1000
-    with pytest.raises(ValueError, match="exploration_steps must be an int >= 0 or None"):
+    with pytest.raises(ValueError, match=r"exploration_steps must be in \[0, inf\] or None"):
         AMAGO("FF", "popgym-RepeatPreviousEasy-v0", exploration_steps=-1)
 
 
