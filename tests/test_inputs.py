@@ -289,3 +289,76 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     r = _train(["--algo", "amago", "--env", ENV, "-n", "0"], tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "-n/--n-timesteps" in r.stderr
+
+
+def test_full_disk_ends_a_cli_run_with_one_line_and_exit_2(tmp_path):
+    """RLIMIT_FSIZE (writes past it fail with EFBIG) stands in for a full disk: the final checkpoint cannot be written."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    r = subprocess.run([sys.executable, "-m", "zoo.train", "--algo", "amago", "--env", ENV, "-n", "32", "-f", "logs",
+                        "--eval-freq", "-1", "--verbose", "0", "-params", "n_envs:2", "learning_starts:1000"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"},
+                       capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "Disk full" in r.stderr
+    run = tmp_path / "logs" / "amago" / f"{ENV}_1"
+    assert (run / ENV / "args.yml").is_file()  # learning had started: the run folder and its data are kept
+    assert not [p for p in run.rglob("*.tmp")]
+
+
+def test_sampler_survives_heavy_churn_of_its_index(tmp_path):
+    from amago_sb.replay import TrajectoryStore, WindowSampler
+    from tests.replay_helpers import make_traj
+
+    store = TrajectoryStore(tmp_path, fsync=False)
+    paths = [store.add(make_traj(12)) for _ in range(60)]
+    sampler = WindowSampler(store, 8, seed=0)
+    sampler.refresh_interval = 1e9  # the index would stay stale without the rescan on misses
+    sampler.sample(4)
+    for p in paths[:-1]:  # another process evicts all but one file
+        p.unlink()
+    assert len(sampler.sample_trajectories(16)) == 16
+
+
+def test_temporary_replays_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    from amago_sb.replay.files import host_tag
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"amago_replay_{host_tag()}_999999999_abc"
+    alive = tmp_path / f"amago_replay_{host_tag()}_{os.getpid()}_def"
+    other = tmp_path / "amago_replay_elsewhere"
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "traj.npz").write_bytes(b"x")
+    m = AMAGO("Transformer", ENV, seed=0, **TINY)
+    assert not dead.exists() and alive.exists() and other.exists()
+    assert Path(m.replay_dir).parent == tmp_path and Path(m.replay_dir).name.startswith(f"amago_replay_{host_tag()}_")
+
+
+def test_corrupt_checkpoint_hint_names_only_valid_files(tmp_path):
+    from amago_sb.checkpoint import CorruptCheckpointError
+
+    m = AMAGO("Transformer", ENV, seed=0, **TINY)
+    m.save(tmp_path / "good.zip")
+    (tmp_path / "also_corrupt.zip").write_bytes(b"PK\x03\x04 not really")
+    (tmp_path / "bad.zip").write_bytes(b"garbage")
+    with pytest.raises(CorruptCheckpointError) as e:
+        AMAGO.load(tmp_path / "bad.zip")
+    assert "good.zip" in str(e.value) and "also_corrupt" not in str(e.value)
+
+
+def test_zoo_save_freq_rotates_checkpoints(tmp_path):
+    from zoo.train import main
+
+    assert main(["--algo", "amago", "--env", ENV, "-n", "96", "-f", str(tmp_path), "--eval-freq", "-1", "--verbose",
+                 "0", "--save-freq", "16", "--keep-checkpoints", "2", "-params", "n_envs:2", "learning_starts:1000",
+                 "policy_kwargs:{d_model: 16, n_layers: 1, n_heads: 2}"]) == 0
+    names = sorted(p.name for p in (tmp_path / "amago" / f"{ENV}_1").glob("rl_model_*_steps.zip"))
+    assert names == ["rl_model_80_steps.zip", "rl_model_96_steps.zip"]

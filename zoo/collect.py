@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with stop_requested_on_signals(collector):  # finish the step, flush unfinished episodes, write the final status
             collector.run()
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         parser.exit(2, f"zoo.collect: error: {err}\n")
     return 0
 

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed, env_kwargs=run_env_kwargs(path, ns.algo, ns.env, ns.env_kwargs))
         hyperparams = run_hyperparams(path, ns.algo, ns.env, trust_imports=ns.trust_imports)
         model = load_model(ns.algo, path, env, hyperparams, device=ns.device, allow_pickle=ns.allow_pickle)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         parser.exit(2, f"zoo.enjoy: error: {err}\n")
     print(f"Loaded {path}")
     returns, lengths, frames = run_episodes(model, env, ns.n_episodes, not ns.stochastic, bool(ns.gif), ns.n_timesteps)

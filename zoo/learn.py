@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         learn(LearnArgs(**{**vars(ns), "hyperparams": parse_overrides(ns.hyperparams),
                            "env_kwargs": parse_overrides(ns.env_kwargs)}))
-    except (ValueError, FileNotFoundError, ImportError, TimeoutError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:  # TimeoutError is an OSError
         parser.exit(2, f"zoo.learn: error: {err}\n")
     return 0
 

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     try:
         out = plot_curves(ns.log_folder, ns.out, ns.env, ns.algos, ns.source, ns.window, ns.band)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         p.exit(2, f"zoo.plot: error: {err}\n")
     print(f"Saved {out}")
     return 0
