@@ -362,3 +362,14 @@ def test_zoo_save_freq_rotates_checkpoints(tmp_path):
                  "policy_kwargs:{d_model: 16, n_layers: 1, n_heads: 2}"]) == 0
     names = sorted(p.name for p in (tmp_path / "amago" / f"{ENV}_1").glob("rl_model_*_steps.zip"))
     assert names == ["rl_model_80_steps.zip", "rl_model_96_steps.zip"]
+
+
+def test_string_rewards_are_refused():
+    class StrReward(_BoxObsEnv):
+        def step(self, action):
+            return np.zeros(3, np.float32), "1.0", False, False, {}
+
+    env = wrappers.TrajectoryWrapper(StrReward())
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="reward '1.0'"):
+        env.step(0)

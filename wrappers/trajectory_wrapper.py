@@ -179,6 +179,9 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
     def step(self, action):
         """Step the env; the timestep carries this action and reward as ``prev_action``/``prev_reward``."""
         obs, reward, terminated, truncated, info = self.env.step(action)
+        if isinstance(reward, (str, bytes)) or (isinstance(reward, np.ndarray) and reward.dtype.kind not in "biuf"):
+            raise TypeError(f"{env_name(self.env)} returned the reward {reward!r} ({type(reward).__name__}) at step "
+                            f"{self._step + 1}; rewards must be numbers (float(...) would silently parse a string).")
         try:
             reward_f = float(reward)
         except (TypeError, ValueError) as err:
