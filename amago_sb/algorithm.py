@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import weakref
 from typing import Any, ClassVar, TypeVar
 
@@ -24,7 +25,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import recursive_setattr, save_to_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import check_for_correct_spaces, get_device, update_learning_rate
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack, VecNormalize
 
 import wrappers
 from amago_sb.checkpoint import RESUME_STATE_KEY, restore_resume_state, save_model, validate_checkpoint
@@ -39,25 +40,40 @@ from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSample
 from amago_sb.replay.files import host_tag, pid_alive
 from amago_sb.replay.sampler import PADDED_SAMPLING
 from amago_sb.serialization import UnsafeCheckpointError, encode_data, read_checkpoint
+from wrappers.vec_trajectory import ensure_trajectory_vec_env
 
 __all__ = ["AMAGO", "GAMMA_PRESETS", "episode_context_len", "resolve_gammas"]
 
 SelfAMAGO = TypeVar("SelfAMAGO", bound="AMAGO")
 
 
+def _check_vec_wrappers(env: VecEnv) -> None:
+    """Warn about SB3 VecEnv wrappers that change what AMAGO learns from without a word."""
+    layer: Any = env
+    while isinstance(layer, VecEnvWrapper):
+        inner = layer.venv
+        if isinstance(layer, VecNormalize) and layer.norm_reward:
+            warnings.warn("VecNormalize(norm_reward=True): AMAGO would learn from (and see as prev_reward) normalized "
+                          "rewards, whose scale drifts during training; PopArt already handles the reward scale. "
+                          "Use VecNormalize(venv, norm_reward=False).", UserWarning, stacklevel=4)
+        if isinstance(layer, VecFrameStack) and wrappers.is_trajectory_space(inner.observation_space):
+            warnings.warn("VecFrameStack over trajectory-form envs stacks the reset / time / prev_action keys too; "
+                          "AMAGO's sequence model already sees the history. Stack the plain VecEnv before AMAGO "
+                          "wraps it, or drop VecFrameStack.", UserWarning, stacklevel=4)
+        layer = inner
+
+
 def _prepare_env(env: GymEnv | str | None, n_envs: int, seed: int | None) -> GymEnv | None:
-    """Env id -> VecEnv of ``n_envs`` trajectory-form envs; gymnasium env -> trajectory form; VecEnv -> checked."""
+    """Env id -> VecEnv of ``n_envs`` trajectory-form envs; gymnasium env -> trajectory form; VecEnv of plain envs ->
+    ``VecTrajectoryWrapper``; a trajectory-form VecEnv is used as it is."""
     if env is None:
         return None
     if isinstance(env, str):
         env_id = env
         return make_vec_env(lambda: wrappers.make_env(env_id), n_envs=n_envs, seed=seed)
     if isinstance(env, VecEnv):
-        if not wrappers.is_trajectory_space(env.observation_space):
-            raise ValueError(f"The VecEnv's observation space {env.observation_space} is not in trajectory form. "
-                             "Build it from trajectory-form envs, e.g. "
-                             "make_vec_env(lambda: wrappers.make_env(ENV_ID), n_envs).")
-        return env
+        _check_vec_wrappers(env)
+        return ensure_trajectory_vec_env(env)
     if isinstance(env, gym.Env):
         return wrappers.ensure_trajectory_env(env)
     raise TypeError(f"env must be a gymnasium env, an env id or an SB3 VecEnv, got {type(env).__name__}.")
@@ -508,6 +524,7 @@ class AMAGO(BaseAlgorithm):
                 "the replay's new location to resume, or a new directory to start a fresh replay.")
         if reset_num_timesteps or self._last_obs is None:
             self._flush_recorder()
+        self._wrap_callback_envs(callback)
         total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                       progress_bar)
         if not self._recorder_live:
@@ -529,6 +546,36 @@ class AMAGO(BaseAlgorithm):
         self.recorder.flush()
         callback.on_training_end()
         return self
+
+    def wrap_env(self, env: GymEnv | str) -> GymEnv:
+        """``env`` (a gymnasium env, an id or a VecEnv, plain or in trajectory form) in the form this model acts on.
+
+        SB3's ``evaluate_policy`` never passes rewards to ``predict``, and the previous reward is part of what the agent
+        sees, so evaluate with ``evaluate_policy(model, model.wrap_env(env))``.
+
+        Raises:
+            ValueError: the env's spaces differ from the model's.
+        """
+        wrapped = _prepare_env(env, 1, None) if not isinstance(env, gym.Env) else wrappers.ensure_trajectory_env(env)
+        if wrapped.observation_space != self.observation_space or wrapped.action_space != self.action_space:
+            raise ValueError(f"wrap_env: the env's spaces ({wrapped.observation_space}, {wrapped.action_space}) differ "
+                             f"from the model's ({self.observation_space}, {self.action_space}).")
+        return wrapped
+
+    def _wrap_callback_envs(self, callback: MaybeCallback) -> None:
+        """Put the ``eval_env`` of every callback (EvalCallback and the like, nested ones too) in trajectory form."""
+        stack = list(callback) if isinstance(callback, list) else [callback]
+        while stack:
+            cb = stack.pop()
+            if cb is None:
+                continue
+            stack.extend(getattr(cb, "callbacks", []) or [])
+            stack.append(getattr(cb, "callback", None))
+            env = getattr(cb, "eval_env", None)
+            if isinstance(env, VecEnv) and not wrappers.is_trajectory_space(env.observation_space):
+                cb.eval_env = ensure_trajectory_vec_env(env)
+            elif isinstance(env, gym.Env):
+                cb.eval_env = wrappers.ensure_trajectory_env(env)
 
     @property
     def updates_per_phase(self) -> int:

@@ -39,8 +39,8 @@ __all__ = ["AMAGOPolicy", "TransformerPolicy", "GRUPolicy", "FFPolicy", "RAW_OBS
 
 RAW_OBS_HELP = (
     "AMAGO policies act on trajectory-form observations (a dict with keys 'obs', 'prev_action', 'prev_reward', "
-    "'time', 'reset'). Wrap your env with wrappers.TrajectoryWrapper (or wrappers.make_env), or step the env "
-    "returned by model.get_env(), which is already wrapped."
+    "'time', 'reset'). Fix: env = model.wrap_env(env) (any gymnasium env, id or VecEnv), e.g. "
+    "evaluate_policy(model, model.wrap_env(env)); or step model.get_env(), which is already wrapped."
 )
 
 

@@ -198,10 +198,13 @@ def test_set_env_and_load_with_mismatched_spaces(tmp_path):
     model.set_env(make_vec_env(lambda: wrappers.make_env("TMazePassive-v0"), n_envs=2))  # same spaces: fine
 
 
-def test_non_trajectory_vecenv_rejected():
-    raw = make_vec_env("TMazePassive-v0", n_envs=2)
-    with pytest.raises(ValueError, match="not in trajectory form"):
-        tiny(env=raw)
+def test_plain_vecenv_is_put_in_trajectory_form():
+    from wrappers.vec_trajectory import VecTrajectoryWrapper
+
+    model = tiny(env=make_vec_env("TMazePassive-v0", n_envs=2))
+    assert isinstance(model.get_env(), VecTrajectoryWrapper)
+    model.learn(32)
+    assert model.replay.num_trajectories >= 0 and model.num_timesteps == 32
 
 
 def test_nan_loss_stops_with_update_number():

@@ -309,10 +309,18 @@ def test_recorder_stores_fixed_horizon_ends_as_terminal(tmp_path):
     from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder
 
     # POPGym's MultiarmedBanditEasy ends by truncation at its fixed length; the trajectory form makes that terminal
-    for truncated_is_done, expect_terminal in ((True, True), (False, False)):
-        env = make_vec_env(lambda flag=truncated_is_done: gym.make("popgym-MultiarmedBanditEasy-v0",
-                                                                  truncated_is_done=flag), n_envs=1, seed=0)
-        store = TrajectoryStore(tmp_path / str(truncated_is_done), max_steps=10_000)
+    from wrappers.vec_trajectory import VecTrajectoryWrapper
+
+    cases = [(flag, level) for flag in (True, False, None) for level in ("env", "vec_env")]
+    for truncated_is_done, level in cases:
+        expect_terminal = truncated_is_done is not False  # None: POPGym declares fixed_horizon
+        if level == "env":
+            env = make_vec_env(lambda flag=truncated_is_done: gym.make(
+                "popgym-MultiarmedBanditEasy-v0", trajectory=True, truncated_is_done=flag), n_envs=1, seed=0)
+        else:
+            env = VecTrajectoryWrapper(make_vec_env("popgym-MultiarmedBanditEasy-v0", n_envs=1, seed=0),
+                                       truncated_is_done=truncated_is_done)
+        store = TrajectoryStore(tmp_path / f"{truncated_is_done}_{level}", max_steps=10_000)
         rec = VecTrajectoryRecorder(1, store, chunk_len=512, overlap=0)
         rec.reset(env.reset())
         done = np.zeros(1, bool)

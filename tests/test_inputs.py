@@ -122,7 +122,7 @@ def test_state_of_another_encoder_or_size_is_refused(model):
 
 def test_raw_observation_is_refused_with_the_fix(model):
     raw, _ = gym.make(ENV).reset(seed=0)
-    with pytest.raises(ValueError, match="TrajectoryWrapper"):
+    with pytest.raises(ValueError, match=r"model\.wrap_env\(env\)"):
         model.predict(raw)
 
 

@@ -17,7 +17,8 @@ def test_all_popgym_envs_make_and_step():
     ids = popgym_env_ids()
     assert len(ids) == len(popgym.envs.ALL) >= 40
     for env_id in ids:
-        env = gym.make(env_id)
+        assert not is_trajectory_space(gym.make(env_id).observation_space), env_id  # plain by default, as every id
+        env = gym.make(env_id, trajectory=True)
         assert is_trajectory_space(env.observation_space), env_id
         obs, _ = env.reset(seed=0)
         assert obs in env.observation_space, env_id
@@ -39,14 +40,14 @@ def test_all_popgym_envs_make_and_step():
 def test_check_env_all_adapters():
     for env_id in popgym_env_ids():
         check_env(make_popgym(env_id[len("popgym-") : -len("-v0")], trajectory=False), skip_render_check=True)
-    check_env(make_popgym("AutoencodeEasy"), skip_render_check=True)  # trajectory form around a Tuple -> Dict env
+    check_env(make_popgym("AutoencodeEasy", trajectory=True), skip_render_check=True)  # around a Tuple -> Dict env
 
 
 def test_tuple_observation_becomes_dict_and_plain_form():
-    env = gym.make("popgym-AutoencodeEasy-v0")
+    env = gym.make("popgym-AutoencodeEasy-v0", trajectory=True)
     # Tuple -> Dict("0", "1"), kept flat in trajectory form (SB3 VecEnvs reject nested Dict spaces)
     assert {"obs/0", "obs/1"} <= set(env.observation_space.spaces) and "obs" not in env.observation_space.spaces
-    plain = gym.make("popgym-RepeatPreviousEasy-v0", trajectory=False)
+    plain = gym.make("popgym-RepeatPreviousEasy-v0")
     assert plain.observation_space == gym.spaces.Discrete(4)
     obs, _ = plain.reset(seed=0)
     assert obs in plain.observation_space
@@ -55,7 +56,7 @@ def test_tuple_observation_becomes_dict_and_plain_form():
 def test_lengthless_popgym_envs_get_a_length():
     # HigherLower (one deck) and Concentration (episode_length) have no max_episode_length in popgym itself.
     for name in ("HigherLowerEasy", "ConcentrationEasy"):
-        env = gym.make(f"popgym-{name}-v0")
+        env = gym.make(f"popgym-{name}-v0", trajectory=True)
         length = env.get_wrapper_attr("max_episode_steps")
         assert isinstance(length, int) and length > 10
         obs, _ = env.reset(seed=0)

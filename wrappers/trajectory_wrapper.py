@@ -36,6 +36,9 @@ from wrappers.trajectory import flatten_keys
 
 __all__ = [
     "TrajectoryWrapper",
+    "trajectory_space",
+    "fixed_horizon",
+    "find_max_episode_steps",
     "is_trajectory_space",
     "has_trajectory_keys",
     "ensure_trajectory_env",
@@ -74,6 +77,27 @@ def _flatten_obs(observation: Any, prefix: str = "obs/") -> dict[str, Any]:
     return out
 
 
+def trajectory_space(observation_space: spaces.Space, action_space: spaces.Space) -> spaces.Dict:
+    """The trajectory-form ``Dict`` space of an env with these spaces (module docstring)."""
+    return spaces.Dict(
+        {
+            **_obs_entries(observation_space),
+            "prev_action": spaces.Box(-np.inf, np.inf, (action_dim(action_space),), np.float32),
+            "prev_reward": spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            "time": spaces.Box(0.0, np.inf, (1,), np.float32),
+            "reset": spaces.Box(0.0, 1.0, (1,), np.float32),
+        }
+    )
+
+
+def fixed_horizon(env: gym.Env) -> bool:
+    """True if ``env`` (or a wrapper of it) declares ``fixed_horizon = True``: its episode length is part of the task."""
+    try:
+        return bool(env.get_wrapper_attr("fixed_horizon"))
+    except AttributeError:
+        return False
+
+
 def ensure_trajectory_env(env: gym.Env) -> gym.Env:
     """Return ``env`` if it is already in trajectory form, else ``TrajectoryWrapper(env)``."""
     if not isinstance(env, gym.Env):
@@ -89,7 +113,7 @@ def env_name(env: gym.Env) -> str:
     return type(getattr(env, "unwrapped", env)).__name__
 
 
-def _find_max_episode_steps(env: gym.Env) -> int | None:
+def find_max_episode_steps(env: gym.Env) -> int | None:
     spec = getattr(env, "spec", None)
     if spec is not None and spec.max_episode_steps:
         return int(spec.max_episode_steps)
@@ -124,14 +148,15 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
             space and a Discrete / MultiDiscrete / Box action space.
         max_episode_steps: divides ``time``; defaults to ``env.spec.max_episode_steps`` or the env's
             ``max_episode_length`` attribute (POPGym). When none is known ``time`` is the raw step count.
-        truncated_is_done: report truncations as terminations (fixed-horizon tasks; module docstring).
+        truncated_is_done: report truncations as terminations (fixed-horizon tasks; module docstring). None
+            (default): the env's ``fixed_horizon`` attribute (True for POPGym), else False.
 
     Raises:
         UnsupportedSpaceError: (a ``ValueError`` and ``TypeError``) for spaces the agent cannot embed.
         ValueError: when the wrapped env returns a NaN/inf observation or reward.
     """
 
-    def __init__(self, env: gym.Env, *, max_episode_steps: int | None = None, truncated_is_done: bool = False):
+    def __init__(self, env: gym.Env, *, max_episode_steps: int | None = None, truncated_is_done: bool | None = None):
         gym.utils.RecordConstructorArgs.__init__(self, max_episode_steps=max_episode_steps,
                                                  truncated_is_done=truncated_is_done)
         gym.ObservationWrapper.__init__(self, env)
@@ -145,22 +170,16 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps <= 0):
             raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}.")
         self.max_episode_steps: int | None = (
-            int(max_episode_steps) if max_episode_steps is not None else _find_max_episode_steps(env)
+            int(max_episode_steps) if max_episode_steps is not None else find_max_episode_steps(env)
         )
+        if truncated_is_done is None:
+            truncated_is_done = fixed_horizon(env)
         if not isinstance(truncated_is_done, (bool, np.bool_)):
-            raise TypeError(f"truncated_is_done must be a bool, got {truncated_is_done!r}.")
+            raise TypeError(f"truncated_is_done must be a bool or None, got {truncated_is_done!r}.")
         self.truncated_is_done = bool(truncated_is_done)
         self._action_dim = action_dim(env.action_space)
         self._dict_obs = isinstance(env.observation_space, spaces.Dict)
-        self.observation_space = spaces.Dict(
-            {
-                **_obs_entries(env.observation_space),
-                "prev_action": spaces.Box(-np.inf, np.inf, (self._action_dim,), np.float32),
-                "prev_reward": spaces.Box(-np.inf, np.inf, (1,), np.float32),
-                "time": spaces.Box(0.0, np.inf, (1,), np.float32),
-                "reset": spaces.Box(0.0, 1.0, (1,), np.float32),
-            }
-        )
+        self.observation_space = trajectory_space(env.observation_space, env.action_space)
         self._step = 0
         self._prev_action = np.zeros(self._action_dim, np.float32)
         self._prev_reward = 0.0

@@ -1,15 +1,17 @@
 """POPGym adapters: every class in ``popgym.envs.ALL`` as a gymnasium id ``popgym-<ClassName>-v0``.
 
-``gymnasium.make("popgym-X-v0")`` returns the trajectory form (``TrajectoryWrapper``, ``time`` normalized by the
-env's maximum episode length); ``gymnasium.make("popgym-X-v0", trajectory=False)`` returns the plain env (for SB3
-baselines). In both cases :class:`PopgymAdapter` first turns ``Tuple`` observations (e.g. ``AutoencodeEasy``) into a
+``gymnasium.make("popgym-X-v0")`` returns the plain env, as for every id of the project that has one (``AMAGO`` and
+``wrappers.make_env`` put it in trajectory form); ``trajectory=True`` returns the trajectory form
+(``TrajectoryWrapper``, ``time`` normalized by the env's maximum episode length). In both cases
+:class:`PopgymAdapter` first turns ``Tuple`` observations (e.g. ``AutoencodeEasy``) into a
 ``Dict`` with keys ``"0", "1", ...`` and exposes ``max_episode_length`` for every env (POPGym names it
 ``episode_length`` in Concentration and leaves it implicit in HigherLower, whose episode lasts one deck).
 
-Episode ends: POPGym's games have a fixed length that is part of the task (the agent sees ``time``), so the trajectory
-form reports the end of that length as a termination (``TrajectoryWrapper(truncated_is_done=True)``, as the original
+Episode ends: POPGym's games have a fixed length that is part of the task (the agent sees ``time``), so the adapter
+declares ``fixed_horizon = True`` and every trajectory form of it (``TrajectoryWrapper``, ``VecTrajectoryWrapper``,
+``trajectory=True``) reports the end of that length as a termination (``truncated_is_done=True``, as the original
 AMAGO treats POPGym's horizons); pass ``truncated_is_done=False`` to bootstrap through it instead. The plain env
-(``trajectory=False``, for SB3 baselines) is POPGym's own: truncated, which SB3 bootstraps.
+(for SB3 baselines) is POPGym's own: truncated, which SB3 bootstraps.
 
 Importing ``popgym`` registers its own ``popgym-*`` ids; :func:`register_popgym` replaces them with ours.
 """
@@ -33,6 +35,9 @@ def _popgym_classes() -> dict[str, type]:
 
 class PopgymAdapter(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Tuple observations -> ``Dict({"0": ..., "1": ...})``; sets ``max_episode_length`` (int or None); copies infos."""
+
+    #: the episode length is part of the task: trajectory forms end it as a termination (module docstring)
+    fixed_horizon = True
 
     def __init__(self, env: gym.Env):
         gym.utils.RecordConstructorArgs.__init__(self)
@@ -64,8 +69,8 @@ class PopgymAdapter(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return observation
 
 
-def make_popgym(name: str, trajectory: bool = True, truncated_is_done: bool = True, **kwargs: Any) -> gym.Env:
-    """Build POPGym env class ``name`` (e.g. ``"RepeatPreviousEasy"``), adapted; in trajectory form by default, where
+def make_popgym(name: str, trajectory: bool = False, truncated_is_done: bool = True, **kwargs: Any) -> gym.Env:
+    """Build POPGym env class ``name`` (e.g. ``"RepeatPreviousEasy"``), adapted; plain by default. In trajectory form
     the end of the game's fixed length is a termination unless ``truncated_is_done=False`` (module docstring)."""
     classes = _popgym_classes()
     if name not in classes:
