@@ -204,6 +204,8 @@ class AMAGO(BaseAlgorithm):
         n_envs: copies of the env when ``env`` is an id.
         sampler_workers: DataLoader worker processes that sample replay windows in the background (0: sample in
             the learner process; workers pay off when cores are free, not on a 2-core machine).
+        sampler_cache_bytes: memory bound of the LRU of loaded trajectories in the sampler (and in each worker);
+            default 1 GiB.
         chunk_len: transitions per stored replay file for long episodes (default ``4 * context_len``).
         replay_fsync: ``fsync`` every replay file (and its directory) as it is written. Files are always written
             atomically (temp file + rename), so a killed *process* never loses or corrupts stored data either way;
@@ -258,6 +260,7 @@ class AMAGO(BaseAlgorithm):
         num_threads: int | None = 1,
         max_nonfinite_updates: int = 10,
         sampler_workers: int = 0,
+        sampler_cache_bytes: int = 1 << 30,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -275,7 +278,7 @@ class AMAGO(BaseAlgorithm):
         ints = dict(buffer_size=(buffer_size, 1), batch_size=(batch_size, 1), train_freq=(train_freq, 1),
                     n_envs=(n_envs, 1), learning_starts=(learning_starts, 0), num_critics=(num_critics, 1),
                     lr_warmup_steps=(lr_warmup_steps, 0), max_nonfinite_updates=(max_nonfinite_updates, 1),
-                    sampler_workers=(sampler_workers, 0))
+                    sampler_workers=(sampler_workers, 0), sampler_cache_bytes=(sampler_cache_bytes, 0))
         for name, (val, low) in ints.items():
             check_number(name, val, integer=True, low=low)
         for name, (val, low) in dict(gradient_steps=(gradient_steps, 0), exploration_steps=(exploration_steps, 0),
@@ -331,7 +334,7 @@ class AMAGO(BaseAlgorithm):
             raise TypeError(f"replay_fsync must be True or False, got {replay_fsync!r}.")
         self.replay_fsync = replay_fsync
         self.max_nonfinite_updates, self._nonfinite_skips = max_nonfinite_updates, 0
-        self.sampler_workers = int(sampler_workers)
+        self.sampler_workers, self.sampler_cache_bytes = int(sampler_workers), int(sampler_cache_bytes)
         if padded_sampling not in PADDED_SAMPLING:
             raise ValueError(f"padded_sampling must be one of {PADDED_SAMPLING}, got {padded_sampling!r}.")
         self.padded_sampling = padded_sampling
@@ -368,7 +371,8 @@ class AMAGO(BaseAlgorithm):
         self.replay = TrajectoryStore(self.replay_dir, max_steps=self.buffer_size,
                                       fsync=getattr(self, "replay_fsync", False))
         self.sampler = WindowSampler(self.replay, self.context_len, relabel=wrappers.relabel if self.relabel else None,
-                                     seed=self.seed, padded_sampling=getattr(self, "padded_sampling", "none"))
+                                     seed=self.seed, padded_sampling=getattr(self, "padded_sampling", "none"),
+                                     cache_bytes=getattr(self, "sampler_cache_bytes", 1 << 30))
         self.loss_config = LossConfig(reward_multiplier=self.reward_multiplier, num_critics_td=self.num_critics_td,
                                       online_coeff=self.online_coeff, offline_coeff=self.offline_coeff,
                                       critic_coeff=self.critic_coeff)
@@ -661,7 +665,7 @@ class AMAGO(BaseAlgorithm):
 
             ds = ReplayDataset(self.replay_dir, self.context_len, batch_size,
                                relabel=wrappers.relabel if self.relabel else None, seed=self.seed or 0,
-                               padded_sampling=self.padded_sampling)
+                               padded_sampling=self.padded_sampling, cache_bytes=self.sampler_cache_bytes)
             loader = DataLoader(ds, batch_size=None, num_workers=self.sampler_workers, prefetch_factor=4,
                                 persistent_workers=True)
             self._batches = (batch_size, iter(loader))

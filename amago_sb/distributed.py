@@ -243,7 +243,8 @@ class DistributedLearner:
                 relabel = wrappers.relabel
             store = TrajectoryStore(directory, read_only=True)
             sampler = WindowSampler(store, model.context_len, relabel=relabel, seed=rank_seed(seed, ctx.rank),
-                                    padded_sampling=getattr(model, "padded_sampling", "none"))
+                                    padded_sampling=getattr(model, "padded_sampling", "none"),
+                                    cache_bytes=getattr(model, "sampler_cache_bytes", 1 << 30))
             model.replay, model.sampler = store, sampler  # replay/* logs then describe the shared directory
         self.sampler = sampler
         self.replay_dir = Path(replay_dir if replay_dir is not None else model.replay_dir)

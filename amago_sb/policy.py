@@ -12,6 +12,8 @@ branch). ``episode_start[i]`` empties env ``i``'s context before its step, as in
 from __future__ import annotations
 
 import copy
+import json
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -20,9 +22,11 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from amago_sb.inputs import check_episode_start, check_observation, check_state
+from amago_sb.serialization import decode, encode
 from amago_sb.networks import (
     TRAJ_ENCODERS,
     ActionSpec,
@@ -144,9 +148,27 @@ class AMAGOPolicy(BasePolicy):
         return [p for m in mods for p in m.parameters()]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(self.cfg)
-        return data
+        return dict(observation_space=self.observation_space, action_space=self.action_space, **self.cfg,
+                    optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the policy alone (SB3's ``policy.save``), without pickle: tensors plus a JSON description of the
+        constructor arguments (``amago_sb.serialization``), read back by :meth:`load` with ``weights_only=True``."""
+        data = json.dumps(encode(self._get_constructor_parameters(), "policy"))
+        torch.save({"state_dict": self.state_dict(), "constructor_json": data}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "auto") -> AMAGOPolicy:  # type: ignore[override]
+        """Load a policy written by :meth:`save` (nothing is unpickled); call it on the same class (e.g.
+        ``TransformerPolicy.load``)."""
+        device = get_device(device)
+        saved = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(saved, dict) or "constructor_json" not in saved:
+            raise ValueError(f"{path} was not written by AMAGOPolicy.save (no 'constructor_json' entry).")
+        kwargs = decode(json.loads(saved["constructor_json"]), "policy")
+        policy = cls(lr_schedule=lambda _: 0.0, **kwargs).to(device)
+        policy.load_state_dict(saved["state_dict"])
+        return policy
 
     @property
     def main_gamma(self) -> float:

@@ -148,3 +148,34 @@ def test_reward_normalizing_and_frame_stacking_wrappers_warn():
         warnings.simplefilter("error", UserWarning)  # the right ways round: no warning
         AMAGO("Transformer", VecNormalize(make_vec_env("CartPole-v1", n_envs=2), norm_reward=False), **TINY)
         AMAGO("Transformer", VecFrameStack(make_vec_env("CartPole-v1", n_envs=2), 2), **TINY)
+
+
+def test_policy_save_and_load_round_trip_without_pickle(tmp_path):
+    import torch
+
+    from amago_sb.policy import TransformerPolicy
+
+    model = AMAGO("Transformer", "TMazePassive-v0", seed=0, **TINY)
+    model.policy.save(tmp_path / "policy.pt")
+    loaded = TransformerPolicy.load(tmp_path / "policy.pt", device="cpu")
+    for k, v in model.policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    obs = model.get_env().reset()
+    a1, _ = model.policy.predict(obs, deterministic=True)
+    a2, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(a1, a2)
+    torch.load(tmp_path / "policy.pt", weights_only=True)  # the file holds tensors and strings only
+
+
+def test_sampler_cache_cap_is_a_constructor_argument():
+    model = AMAGO("Transformer", "TMazePassive-v0", sampler_cache_bytes=12345, **TINY)
+    assert model.sampler.cache.max_bytes == 12345
+
+
+def test_sb3_policy_kwargs_for_amago_is_a_one_line_error(tmp_path, capsys):
+    from zoo.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--algo", "amago", "--env", "TMazePassive-v0", "-f", str(tmp_path), "-params",
+              "policy_kwargs:{net_arch: [64]}"])
+    assert e.value.code == 2 and "net_arch" in capsys.readouterr().err

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="KEY:VALUE",
-        help='override hyperparameters; values are YAML, e.g. learning_rate:1e-3 policy_kwargs:"{net_arch: [64]}"',
+        help='override hyperparameters; values are YAML, e.g. learning_rate:1e-3 policy_kwargs:"{d_model: 128}" '
+             '(amago) or policy_kwargs:"{net_arch: [64]}" (SB3 algos)',
     )
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
                    help="env keyword arguments over the yml's env_kwargs, e.g. corridor_length:30")
