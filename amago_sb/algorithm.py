@@ -24,7 +24,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import recursive_setattr, save_to_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import check_for_correct_spaces, get_device, update_learning_rate
+from stable_baselines3.common.utils import check_for_correct_spaces, get_device
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack, VecNormalize
 
 import wrappers
@@ -40,6 +40,7 @@ from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSample
 from amago_sb.replay.files import host_tag, pid_alive
 from amago_sb.replay.sampler import PADDED_SAMPLING
 from amago_sb.serialization import UnsafeCheckpointError, encode_data, read_checkpoint
+from amago_sb.update import accumulate, gradient_step
 from wrappers.vec_trajectory import ensure_trajectory_vec_env
 
 __all__ = ["AMAGO", "GAMMA_PRESETS", "episode_context_len", "resolve_gammas"]
@@ -626,33 +627,23 @@ class AMAGO(BaseAlgorithm):
         return True
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
-        """``gradient_steps`` updates of the AMAGO loss (``amago_sb.losses``) on replay windows."""
+        """``gradient_steps`` updates of the AMAGO loss (``amago_sb.losses``) on replay windows (``amago_sb.update``)."""
         policy = self.policy
         policy.set_training_mode(True)
         params = policy.trainable_parameters()
-        base_lr = self.lr_schedule(self._current_progress_remaining)
+
+        def loss_fn(batch, want_entropy):
+            return amago_loss(policy, batch, self.loss_config, want_entropy=want_entropy)
+
         sums: dict[str, torch.Tensor] = {}
-        grad_norm = torch.zeros(())
+        applied, result = 0, None
         for i in range(gradient_steps):
-            warm = min(1.0, (self._n_updates + 1) / max(self.lr_warmup_steps, 1))
-            update_learning_rate(policy.optimizer, base_lr * warm)
             batch = self._next_batch(batch_size).to(self.device)
-            self._nonfinite.snapshot()  # PopArt / input-norm statistics, restored if this update is skipped
-            loss, stats = amago_loss(policy, batch, self.loss_config, want_entropy=(i == gradient_steps - 1))
-            policy.optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
-            if not self._nonfinite.update_ok(loss, grad_norm, update=self._n_updates + 1, env_step=self.num_timesteps):
-                self._nonfinite_skips += 1  # NaN/inf loss or gradient: no step; raises after max_nonfinite_updates
-                continue
-            policy.optimizer.step()
-            policy.update_targets(self.tau)
-            self._n_updates += 1
-            for k, v in stats.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
+            result = gradient_step(self, loss_fn, batch, self._nonfinite, params, want_entropy=(i == gradient_steps - 1))
+            applied += accumulate(sums, result)
         policy.set_training_mode(False)
-        self._record_train_stats(sums, gradient_steps, float(grad_norm), base_lr * warm)
+        if result is not None:
+            self._record_train_stats(sums, applied, float(result.grad_norm), result.lr)
 
     def _next_batch(self, batch_size: int):
         """A replay batch: from the in-process sampler, or from ``sampler_workers`` DataLoader workers."""

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from stable_baselines3.common.utils import update_learning_rate
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -43,6 +42,7 @@ from amago_sb.collector_status import collected_env_steps
 from amago_sb.losses import amago_loss
 from amago_sb.networks import InputNorm, PopArt
 from amago_sb.replay import Batch, TrajectoryStore, WindowSampler
+from amago_sb.update import StepResult, accumulate, gradient_step
 
 __all__ = [
     "DistContext",
@@ -259,36 +259,18 @@ class DistributedLearner:
         from amago_sb.nonfinite import NonFiniteGuard
 
         self.guard = NonFiniteGuard(policy, policy.optimizer, getattr(model, "max_nonfinite_updates", 10))
-        self.skipped = 0
 
     # ------------------------------------------------------------------ one update
-    def update(self, batch: Batch, want_entropy: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One data-parallel update on this rank's ``batch``; returns this rank's loss and statistics (detached).
-
-        A non-finite gradient norm (the same on every rank after the all-reduce) skips the step on every rank.
-        """
-        model, policy = self.model, self.model.policy
-        policy.set_training_mode(True)
-        warm = min(1.0, (model._n_updates + 1) / max(model.lr_warmup_steps, 1))
-        self.lr = model.lr_schedule(model._current_progress_remaining) * warm
-        update_learning_rate(policy.optimizer, self.lr)
+    def update(self, batch: Batch, want_entropy: bool = False) -> StepResult:
+        """One data-parallel update on this rank's ``batch`` (``amago_sb.update.gradient_step`` through the DDP
+        module); the skip decision is taken on the all-reduced gradient norm, so every rank skips or steps together."""
+        model = self.model
+        model.policy.set_training_mode(True)
         batch = batch.to(self.ctx.device, non_blocking=True)
-        self.guard.snapshot()
-        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, stats = self.ddp(batch, want_entropy)
-        policy.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # always, on every rank: DDP's all-reduce needs all of them
-        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, model.max_grad_norm)
-        # decide on the all-reduced gradient only, so that every rank skips or steps together
-        if not self.guard.update_ok(torch.zeros(()), self.grad_norm, update=model._n_updates + 1,
-                                    env_step=model.num_timesteps):
-            self.skipped += 1
-            model._nonfinite_skips = getattr(model, "_nonfinite_skips", 0) + 1  # logged as train/nonfinite_skips
-            return loss.detach(), stats
-        policy.optimizer.step()
-        policy.update_targets(model.tau)
-        model._n_updates += 1
-        return loss.detach(), stats
+        result = gradient_step(model, self.ddp, batch, self.guard, self.params, want_entropy=want_entropy,
+                               check_loss=False, autocast=(self.ctx.device.type, self.bf16))
+        self.grad_norm, self.lr = result.grad_norm, result.lr
+        return result
 
     # ------------------------------------------------------------------ the loop
     def wait_for_data(self, min_steps: int, timeout_s: float = 600.0, poll_s: float = 1.0) -> None:
@@ -314,7 +296,9 @@ class DistributedLearner:
             time.sleep(poll_s)
 
     def _reduce_stats(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        keys = sorted(sums)
+        keys = sorted(sums)  # the same on every rank: they skip the same updates
+        if not keys:
+            return {}
         flat = torch.cat([sums[k].detach().float().reshape(-1) for k in keys])
         _all_reduce_sum(flat)
         flat /= self.ctx.world_size
@@ -368,35 +352,33 @@ class DistributedLearner:
             self.save(checkpoint_path)
         self.wait_for_data(model.learning_starts if learning_starts is None else learning_starts, wait_timeout_s, poll_s)
         start = time.monotonic()
-        window_start, done, sums = start, 0, {}
+        window_start, done, applied, sums = start, 0, 0, {}
         while done < n_updates:
             if max_update_ratio is not None and max_update_ratio > 0:
                 self._throttle(max_update_ratio, poll_s)
             model._current_progress_remaining = 1.0 - done / n_updates
             log_now = (done + 1) % log_interval == 0 or done + 1 == n_updates
-            _, stats = self.update(self.sampler.sample(model.batch_size), want_entropy=log_now)
-            for k, v in stats.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
+            applied += accumulate(sums, self.update(self.sampler.sample(model.batch_size), want_entropy=log_now))
             done += 1
             if checkpoint_path is not None and save_interval > 0 and done % save_interval == 0:
                 self.save(checkpoint_path)
             if log_now:
-                n_log = (done - 1) % log_interval + 1
-                self._log(self._reduce_stats(sums), n_log, time.monotonic() - window_start)
-                sums, window_start = {}, time.monotonic()
+                n_log = (done - 1) % log_interval + 1  # updates tried in this window (for the rates)
+                self._log(self._reduce_stats(sums), applied, n_log, time.monotonic() - window_start)
+                sums, applied, window_start = {}, 0, time.monotonic()
                 if self._stop_everywhere(max_time_s, start):
                     break
         wall = time.monotonic() - start
         if checkpoint_path is not None:
             self.save(checkpoint_path)
         return {"updates": float(done), "wall_s": wall, "updates_per_s": done / max(wall, 1e-9),
-                "skipped": float(self.skipped)}
+                "skipped": float(self.guard.skips)}
 
-    def _log(self, sums: dict[str, torch.Tensor], n: int, seconds: float) -> None:
+    def _log(self, sums: dict[str, torch.Tensor], applied: int, n: int, seconds: float) -> None:
         if not self.ctx.is_main:
             return
         model = self.model
-        model._record_train_stats(sums, n, float(self.grad_norm), self.lr)
+        model._record_train_stats(sums, applied, float(self.grad_norm), self.lr)  # means over the applied updates
         log = model.logger.record
         log("time/updates_per_s", n / max(seconds, 1e-9))
         log("time/windows_per_s", n * model.batch_size * self.ctx.world_size / max(seconds, 1e-9))

@@ -26,7 +26,6 @@ from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from amago_sb.inputs import check_episode_start, check_observation, check_state
-from amago_sb.serialization import decode, encode
 from amago_sb.networks import (
     TRAJ_ENCODERS,
     ActionSpec,
@@ -36,6 +35,7 @@ from amago_sb.networks import (
     TimestepEncoder,
     polyak_update,
 )
+from amago_sb.serialization import decode, encode
 from wrappers.trajectory import flatten_keys
 from wrappers.trajectory_wrapper import has_trajectory_keys, is_trajectory_space
 

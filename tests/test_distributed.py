@@ -78,7 +78,7 @@ def _rank_main(rank: int, world: int, tmp: str, batches: list[Batch], out: mp.Qu
         learner = DistributedLearner(model, ctx, seed=123, sampler=FixedBatches([_half(b, rank, world) for b in batches]))
         losses = []
         for _ in batches:
-            loss, _ = learner.update(learner.sampler.sample(8 // world))
+            loss = learner.update(learner.sampler.sample(8 // world)).loss
             torch.distributed.all_reduce(loss)
             losses.append(float(loss) / world)
         state = {k: v.numpy().copy() for k, v in model.policy.state_dict().items()}  # numpy: safe through a Queue
@@ -202,3 +202,45 @@ def test_bad_setup_is_rejected(setup):
     with pytest.raises(RuntimeError, match="needs a process group"):
         DistributedLearner(model, None)
     assert rank_seed(0, 0) != rank_seed(0, 1) and rank_seed(3, 1) == rank_seed(3, 1)
+
+
+def test_skip_path_is_the_same_under_ddp_and_in_one_process(setup):
+    """A batch whose rewards overflow (1e38 x reward_multiplier = inf) among good ones: one process (AMAGO.train) and a
+    one-rank DDP learner skip the same update and end with the same counters, logged means and weights."""
+    tmp, batches = setup
+    bad = Batch(batches[1].observations, batches[1].actions, torch.full_like(batches[1].rewards, 1e38),
+                batches[1].terminated, batches[1].mask, batches[1].time_idx)
+    seq = [batches[0], bad, batches[2], batches[3]]
+    logged = []
+    models = []
+    for mode in ("single", "ddp"):
+        model = AMAGO.load(tmp / "init.zip", device="cpu", replay_dir=str(tmp / "replay"), batch_size=8)
+        dumps = []
+
+        class Capture(KVWriter):
+            def write(self, key_values, key_excluded, step=0, dumps=dumps):
+                dumps.append(dict(key_values))
+
+        model.set_logger(Logger(None, [Capture()]))
+        if mode == "single":
+            it = iter(seq)
+            model._next_batch = lambda batch_size, it=it: next(it)
+            model.train(len(seq), 8)
+            model.logger.dump(model._n_updates)
+        else:
+            ctx = init_distributed("gloo", "cpu")
+            try:
+                learner = DistributedLearner(model, ctx, seed=1, sampler=FixedBatches(list(seq), store=model.replay))
+                summary = learner.learn(len(seq), log_interval=len(seq), learning_starts=0)
+                assert summary["skipped"] == 1 and summary["updates"] == len(seq)
+            finally:
+                cleanup_distributed()
+        assert (model._n_updates, model._nonfinite_skips) == (3, 1), mode
+        logged.append(dumps[-1])
+        models.append(model)
+    single, ddp = logged
+    assert single["train/nonfinite_skips"] == ddp["train/nonfinite_skips"] == 1
+    for key in ("train/critic_loss", "train/actor_loss", "train/n_updates"):
+        assert np.isfinite(single[key]) and single[key] == pytest.approx(ddp[key], rel=1e-4, abs=1e-6), key
+    for (k, v1), v2 in zip(models[0].policy.state_dict().items(), models[1].policy.state_dict().values()):
+        torch.testing.assert_close(v1, v2, rtol=1e-5, atol=1e-6, msg=k)
