@@ -28,6 +28,7 @@ from stable_baselines3.common.utils import check_for_correct_spaces, get_device
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack, VecNormalize
 
 import wrappers
+from amago_sb.atomic_files import host_tag, pid_alive
 from amago_sb.checkpoint import RESUME_STATE_KEY, restore_resume_state, save_model, validate_checkpoint
 from amago_sb.exploration import EpisodicExploration
 from amago_sb.inputs import check_number
@@ -37,7 +38,6 @@ from amago_sb.networks.distributions import unsupported_action_reason
 from amago_sb.nonfinite import NonFiniteGuard
 from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
-from amago_sb.replay.files import host_tag, pid_alive
 from amago_sb.replay.sampler import PADDED_SAMPLING
 from amago_sb.serialization import UnsafeCheckpointError, encode_data, read_checkpoint
 from amago_sb.update import accumulate, gradient_step

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from amago_sb.replay.files import DISK_FULL_ERRNOS, clean_temp_files, temp_path
+from amago_sb import atomic_files
+from amago_sb.atomic_files import DiskFullError, clean_temp_files
 
 __all__ = [
     "AtomicCheckpointCallback",
@@ -59,7 +60,7 @@ class CorruptCheckpointError(ValueError):
     """A checkpoint file is truncated, not a zip, or fails its CRC / content checks."""
 
 
-class CheckpointDiskFullError(OSError):
+class CheckpointDiskFullError(DiskFullError):
     """The disk (or quota / file-size limit) filled up while writing a checkpoint; nothing partial was left."""
 
 
@@ -73,49 +74,10 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return p if p.suffix else p.with_name(p.name + ".zip")
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync: bool = True) -> Path:
-    """Let ``write(tmp_path)`` create the file, then move it onto ``path`` atomically; return ``path``.
-
-    Args:
-        path: final file name (its directory is created if missing).
-        write: writes the whole file at the given temp path (e.g. ``model.save`` of SB3, ``torch.save``).
-        fsync: flush the file and the directory to disk (skip only for throwaway files).
-
-    Raises:
-        CheckpointDiskFullError: the disk, quota or file-size limit ran out (the temp file is removed; an existing
-            file at ``path`` is unchanged).
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(final)
-    try:
-        write(tmp)
-        if not tmp.is_file():
-            raise FileNotFoundError(f"atomic_write: the writer did not create {tmp} (did it add a suffix to the name?).")
-        if fsync:
-            _fsync_path(tmp)
-        os.replace(tmp, final)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
-            raise CheckpointDiskFullError(
-                e.errno,
-                f"Disk full while writing checkpoint {final} ({e.strerror}). Nothing partial was left and the previous "
-                "checkpoints are intact; free disk space (or lower keep_last / the replay's buffer_size) and resume "
-                "from the newest checkpoint.",
-            ) from e
-        raise
-    if fsync:
-        _fsync_path(final.parent, directory=True)
-    return final
+    """``amago_sb.atomic_files.atomic_write`` for checkpoints: a full disk raises :class:`CheckpointDiskFullError`."""
+    return atomic_files.atomic_write(path, write, fsync=fsync, disk_full_error=CheckpointDiskFullError,
+                                     what="checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------------- validation

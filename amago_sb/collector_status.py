@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from amago_sb.replay.files import temp_path
+from amago_sb.atomic_files import atomic_write
 
 __all__ = ["STATUS_DIRNAME", "status_dir", "write_status", "read_statuses", "collected_env_steps"]
 
@@ -33,12 +33,8 @@ def write_status(replay_dir: str | os.PathLike, collector_id: str, status: dict[
         raise ValueError(f"collector id must be a plain file name (no '/', no leading '.'), got {collector_id!r}.")
     d = status_dir(replay_dir)
     d.mkdir(parents=True, exist_ok=True)
-    final = d / f"{collector_id}.json"
-    tmp = temp_path(final)
-    with open(tmp, "w") as f:
-        json.dump(status, f)
-    os.replace(tmp, final)
-    return final
+    text = json.dumps(status)
+    return atomic_write(d / f"{collector_id}.json", lambda tmp: tmp.write_text(text), fsync=False, what="collector status")
 
 
 def read_statuses(replay_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -240,8 +240,8 @@ def test_moved_replay_is_an_error_at_learn_unless_a_replay_dir_is_given(tmp_path
 
 
 def test_user_files_named_like_temp_files_are_never_deleted(tmp_path):
+    from amago_sb.atomic_files import host_tag
     from amago_sb.replay import TrajectoryStore
-    from amago_sb.replay.files import host_tag
 
     keep = [tmp_path / ".notes.tmp", tmp_path / f".draft.{host_tag()}.999999999.tmp", tmp_path / ".x.y.tmp"]
     for p in keep:
@@ -328,7 +328,7 @@ def test_sampler_survives_heavy_churn_of_its_index(tmp_path):
 def test_temporary_replays_of_dead_processes_are_removed(tmp_path, monkeypatch):
     import tempfile
 
-    from amago_sb.replay.files import host_tag
+    from amago_sb.atomic_files import host_tag
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = tmp_path / f"amago_replay_{host_tag()}_999999999_abc"

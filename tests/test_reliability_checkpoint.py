@@ -71,7 +71,7 @@ def test_atomic_write_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
 
 
 def test_clean_temp_files_removes_dead_writers_only(tmp_path):
-    from amago_sb.replay.files import host_tag
+    from amago_sb.atomic_files import host_tag
 
     dead = tmp_path / f".a.zip.1234abcd.{host_tag()}.999999999.tmp"  # no such pid
     live = tmp_path / f".b.zip.1234abcd.{host_tag()}.{os.getpid()}.tmp"

@@ -1,4 +1,4 @@
-"""The replay's file layout: names (time, host, pid, uuid, steps, bytes), temp names, and the ``.npz`` <-> Trajectory codec.
+"""The replay's file layout: names (time, host, pid, uuid, steps, bytes) and the ``.npz`` <-> Trajectory codec.
 
 File format (``np.savez``, no pickle): ``obs:<key>`` per observation key, ``actions``, ``rewards``, ``terminated``,
 ``truncated``, optionally ``achieved``, ``time_offset`` (0-d int64) and ``meta`` (0-d JSON string).
@@ -6,13 +6,8 @@ File format (``np.savez``, no pickle): ``obs:<key>`` per observation key, ``acti
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import re
-import socket
-import time
-import uuid
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,21 +16,10 @@ import numpy as np
 
 from wrappers.trajectory import Trajectory
 
-__all__ = ["traj_steps_from_name", "bytes_from_name", "to_arrays", "from_arrays", "host_tag", "pid_alive",
-           "temp_path", "clean_temp_files"]
+__all__ = ["traj_steps_from_name", "bytes_from_name", "to_arrays", "from_arrays"]
 
 NAME_RE = re.compile(r"^traj_(\d+)_[A-Za-z0-9-]+_\d+_[0-9a-f]+_T(\d+)(?:_B(\d+))?\.npz$")
-# Temp files this project writes (and the only ones its cleanups delete): ``.<final name>.<8 hex>.<host>.<pid>.tmp``
-# (checkpoints, status files, probes: :func:`temp_path`) and ``.traj_<...>.npz.<host>.<pid>.tmp`` (replay files).
-TMP_RE = re.compile(r"^\.(?P<name>traj_[A-Za-z0-9_-]+\.npz|[A-Za-z0-9_.-]+\.[0-9a-f]{8})"
-                    r"\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp$")
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError)
-
-
-def host_tag() -> str:
-    """This host's name reduced to ``[A-Za-z0-9-]`` (it is part of file and temp names)."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
 
 
 def traj_steps_from_name(name: str) -> int | None:
@@ -53,54 +37,6 @@ def bytes_from_name(name: str, directory: Path) -> int:
         return (directory / name).stat().st_size
     except OSError:
         return 0
-
-
-def temp_path(final: Path) -> Path:
-    """A fresh hidden temp name next to ``final`` in the :data:`TMP_RE` layout (what :func:`clean_temp_files` knows)."""
-    return final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.{host_tag()}.{os.getpid()}.tmp"
-
-
-def clean_temp_files(directory: str | os.PathLike, stale_seconds: float = 3600.0) -> list[Path]:
-    """Delete temp files left by crashed writers of this project: names in the :data:`TMP_RE` layout whose writer is
-    dead (its pid on this host) or that are older than ``stale_seconds``. Any other file, whatever its name, is kept.
-
-    Returns the deleted paths.
-    """
-    d = Path(directory)
-    removed: list[Path] = []
-    host, now = host_tag(), time.time()
-    try:
-        entries = list(os.scandir(d))
-    except (FileNotFoundError, NotADirectoryError):
-        return removed
-    for entry in entries:
-        m = TMP_RE.match(entry.name)
-        if m is None or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-        except FileNotFoundError:
-            continue  # its writer just renamed it
-        if age < stale_seconds and (m.group("host") != host or pid_alive(int(m.group("pid")))):
-            continue  # a live writer (or one on another host of a shared file system)
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except FileNotFoundError:
-            pass
-    return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists on this host (zombies included)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
 
 
 def to_arrays(traj: Trajectory) -> dict[str, np.ndarray]:

@@ -2,8 +2,8 @@
 
 One file per :class:`wrappers.trajectory.Trajectory` (a whole episode or a chunk of a long one). The contract:
 
-* **Atomic files.** ``add`` writes to a hidden temp name in the same directory (``.<name>.<host>.<pid>.tmp``),
-  flushes and ``fsync``\\ s it, then ``os.replace``\\ s it onto its final name and ``fsync``\\ s the directory. A reader
+* **Atomic files.** ``add`` writes through :func:`amago_sb.atomic_files.atomic_write`: a hidden temp name in the same
+  directory, ``fsync`` (with ``fsync=True``), ``os.replace`` onto its final name, ``fsync`` of the directory. A reader
   listing ``*.npz`` therefore never sees a half-written file, and a crash (even ``SIGKILL``) leaves at most an
   orphaned temp file, which the next ``TrajectoryStore`` opened on the directory deletes.
 * **Unique names.** ``traj_<time_ns>_<host>_<pid>_<uuid8>_T<steps>_B<bytes>.npz``: many processes (collectors)
@@ -32,23 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from amago_sb.replay.files import (
-    DISK_FULL_ERRNOS,
-    LOAD_ERRORS,
-    bytes_from_name,
-    clean_temp_files,
-    from_arrays,
-    host_tag,
-    temp_path,
-    to_arrays,
-    traj_steps_from_name,
-)
+from amago_sb.atomic_files import DISK_FULL_ERRNOS, DiskFullError, atomic_write, clean_temp_files, host_tag, temp_path
+from amago_sb.replay.files import LOAD_ERRORS, bytes_from_name, from_arrays, to_arrays, traj_steps_from_name
 from wrappers.trajectory import Trajectory
 
 __all__ = ["TrajectoryStore", "ReplayDiskFullError", "ReplayFileWarning", "traj_steps_from_name"]
 
 
-class ReplayDiskFullError(OSError):
+class ReplayDiskFullError(DiskFullError):
     """The replay directory's disk (or quota / file-size limit) is full; nothing partial was left behind."""
 
 
@@ -246,39 +237,21 @@ class TrajectoryStore:
             raise ValueError("TrajectoryStore.add got a trajectory with 0 transitions; store only trajectories with T >= 1.")
         arrays = to_arrays(traj)
         stem = f"traj_{time.time_ns():020d}_{self._host}_{os.getpid()}_{uuid.uuid4().hex[:8]}_T{T}"
-        tmp = self.directory / f".{stem}.npz.{self._host}.{os.getpid()}.tmp"
-        try:
+
+        def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 (np.savez_compressed if self.compress else np.savez)(f, **arrays)
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
-                nbytes = f.tell()
-            name = f"{stem}_B{nbytes}.npz"
-            final = self.directory / name
-            os.replace(tmp, final)
-        except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
-                raise ReplayDiskFullError(
-                    e.errno,
-                    f"Replay disk full while writing to {self.directory} ({e.strerror}). The trajectory was not stored and "
-                    "no partial file was left; free disk space or lower max_steps (buffer_size), then resume the run.",
-                ) from e
-            raise
-        if self.fsync:
-            self._fsync_dir()
+
+        def final_name(tmp: Path) -> Path:  # the name carries the file's size (the store's size without a stat)
+            return self.directory / f"{stem}_B{tmp.stat().st_size}.npz"
+
+        final = atomic_write(final_name, write, fsync=self.fsync, directory=self.directory,
+                             disk_full_error=ReplayDiskFullError, what="a replay file into")
+        name, nbytes = final.name, int(final.name.rsplit("_B", 1)[1][: -len(".npz")])
         self._insert(name, T, nbytes)
         if self._over_cap(self._total, self._total_bytes):
             self._evict(keep=name)
         return final
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def enforce_cap(self) -> None:
         """Rescan the directory and evict the oldest files until the cap holds.
