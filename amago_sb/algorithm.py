@@ -36,7 +36,7 @@ from amago_sb.logs import dump_rollout_logs, record_train_stats
 from amago_sb.losses import LossConfig, amago_loss
 from amago_sb.networks.distributions import unsupported_action_reason
 from amago_sb.nonfinite import NonFiniteGuard
-from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, TransformerPolicy
+from amago_sb.policy import RAW_OBS_HELP, AMAGOPolicy, FFPolicy, GRUPolicy, LRUPolicy, TransformerPolicy
 from amago_sb.replay import TrajectoryStore, VecTrajectoryRecorder, WindowSampler
 from amago_sb.replay.sampler import PADDED_SAMPLING
 from amago_sb.serialization import UnsafeCheckpointError, encode_data, read_checkpoint
@@ -161,7 +161,8 @@ class AMAGO(BaseAlgorithm):
     """AMAGO: off-policy actor-critic over whole trajectories with a shared sequence model.
 
     Args:
-        policy: ``"Transformer"`` (default method), ``"GRU"``, ``"FF"`` (no memory) or an ``AMAGOPolicy`` subclass.
+        policy: ``"Transformer"`` (default method), ``"GRU"``, ``"LRU"`` (linear recurrent unit: fast on CPU, O(1)
+            acting state), ``"FF"`` (no memory) or an ``AMAGOPolicy`` subclass.
         env: gymnasium env, env id (``n_envs`` copies are vectorized) or VecEnv; wrapped into trajectory form.
         learning_rate: AdamW learning rate (float or schedule); a linear warmup over ``lr_warmup_steps`` updates
             is applied on top, because early updates of a fresh Transformer are the unstable ones.
@@ -221,6 +222,7 @@ class AMAGO(BaseAlgorithm):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "Transformer": TransformerPolicy,
         "GRU": GRUPolicy,
+        "LRU": LRUPolicy,
         "FF": FFPolicy,
     }
     policy: AMAGOPolicy

@@ -287,9 +287,8 @@ def capture_resume_state(model: Any) -> dict[str, Any]:
     if sampler is not None and hasattr(sampler, "rng"):
         state["sampler"] = sampler.rng.bit_generator.state
     exploration = getattr(model, "exploration", None)
-    if exploration is not None and hasattr(exploration, "rng"):
-        state["exploration"] = {"rng": exploration.rng.bit_generator.state,
-                                "multiplier": np.array(exploration.multiplier, copy=True)}
+    if exploration is not None and hasattr(exploration, "state_dict"):
+        state["exploration"] = exploration.state_dict()  # the exploration scheme says what it needs
     return state
 
 
@@ -312,10 +311,7 @@ def restore_resume_state(model: Any, state: dict[str, Any] | None) -> bool:
         sampler.rng.bit_generator.state = state["sampler"]
     exploration = getattr(model, "exploration", None)
     if "exploration" in state and exploration is not None:
-        exploration.rng.bit_generator.state = state["exploration"]["rng"]
-        mult = state["exploration"]["multiplier"]
-        if len(mult) == len(exploration.multiplier):  # same number of envs
-            exploration.multiplier[:] = mult
+        exploration.load_state_dict(state["exploration"])
     env, seed = getattr(model, "env", None), getattr(model, "seed", None)
     if env is not None and seed is not None:
         env.seed(int(seed) + int(model.num_timesteps))

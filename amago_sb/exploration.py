@@ -32,6 +32,8 @@ junction must be explored.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from amago_sb.networks.distributions import ActionSpec
@@ -69,6 +71,20 @@ class EpisodicExploration:
         self.rng = np.random.default_rng(seed)
         self.multiplier = self.rng.random(n_envs)
         self.episode_step = np.zeros(n_envs, np.int64)  # steps taken so far in each env's current episode
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs (saved in checkpoints): the noise generator, each env's multiplier and episode step.
+        A subclass with more state extends both methods; values must be numbers, strings, dicts, lists or arrays."""
+        return {"rng": self.rng.bit_generator.state, "multiplier": self.multiplier.copy(),
+                "episode_step": self.episode_step.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`; per-env entries are restored only for the same number of envs."""
+        self.rng.bit_generator.state = state["rng"]
+        for key in ("multiplier", "episode_step"):
+            value = state.get(key)
+            if value is not None and len(value) == self.n_envs:
+                getattr(self, key)[:] = value
 
     def _progress(self, num_timesteps: int) -> float:
         return 1.0 if self.anneal_steps == 0 else min(1.0, num_timesteps / self.anneal_steps)

@@ -33,13 +33,15 @@ from amago_sb.networks import (
     CriticEnsemble,
     PopArt,
     TimestepEncoder,
+    TrajEncoder,
     polyak_update,
 )
 from amago_sb.serialization import decode, encode
 from wrappers.trajectory import flatten_keys
 from wrappers.trajectory_wrapper import has_trajectory_keys, is_trajectory_space
 
-__all__ = ["AMAGOPolicy", "TransformerPolicy", "GRUPolicy", "FFPolicy", "RAW_OBS_HELP"]
+__all__ = ["AMAGOPolicy", "TransformerPolicy", "GRUPolicy", "LRUPolicy", "FFPolicy", "RAW_OBS_HELP",
+           "resolve_traj_encoder"]
 
 RAW_OBS_HELP = (
     "AMAGO policies act on trajectory-form observations (a dict with keys 'obs', 'prev_action', 'prev_reward', "
@@ -74,6 +76,9 @@ class AMAGOPolicy(BasePolicy):
             ``2 * d_model``: half the usual width, for CPU speed).
         tstep_dim, tstep_hidden: timestep-encoder output / hidden size (default ``d_model`` / ``2 * d_model``).
         head_hidden: hidden width of the actor and critic MLPs.
+        traj_encoder_class: the sequence model: a ``TRAJ_ENCODERS`` name (``"Transformer"``, ``"GRU"``, ``"LRU"``,
+            ``"FF"``) or a class implementing ``amago_sb.networks.TrajEncoder``; default: the policy class's.
+        traj_encoder_kwargs: extra constructor arguments of that encoder (e.g. ``{"state_dim": 128}`` for the LRU).
         popart_beta: PopArt EMA rate.
         weight_decay: AdamW L2 coefficient.
     """
@@ -101,6 +106,8 @@ class AMAGOPolicy(BasePolicy):
         head_hidden: int = 64,
         popart_beta: float = 5e-4,
         weight_decay: float = 1e-3,
+        traj_encoder_class: type[nn.Module] | str | None = None,
+        traj_encoder_kwargs: dict[str, Any] | None = None,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -119,6 +126,8 @@ class AMAGOPolicy(BasePolicy):
                         d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, dropout=dropout,
                         normformer=normformer, tstep_dim=tstep_dim, tstep_hidden=tstep_hidden, head_hidden=head_hidden,
                         popart_beta=popart_beta, weight_decay=weight_decay)
+        enc_cls = resolve_traj_encoder(traj_encoder_class if traj_encoder_class is not None else self.traj_encoder_name)
+        self.cfg.update(traj_encoder_class=enc_cls, traj_encoder_kwargs=dict(traj_encoder_kwargs or {}))
         self.spec = ActionSpec(action_space)
         self.leaves = flatten_keys(observation_space)
         g = torch.tensor(sorted(self.cfg["gammas"]), dtype=torch.float32)
@@ -126,10 +135,12 @@ class AMAGOPolicy(BasePolicy):
         tstep_dim = d_model if tstep_dim is None else tstep_dim
         self.tstep_encoder = TimestepEncoder(observation_space, out_dim=tstep_dim,
                                              d_hidden=2 * d_model if tstep_hidden is None else tstep_hidden)
-        enc_cls = TRAJ_ENCODERS[self.traj_encoder_name]
         self.traj_encoder = enc_cls(tstep_dim, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                                    d_ff=2 * d_model if d_ff is None else d_ff,
-                                    context_len=context_len, dropout=dropout, normformer=normformer)
+                                    d_ff=2 * d_model if d_ff is None else d_ff, context_len=context_len,
+                                    dropout=dropout, normformer=normformer, **self.cfg["traj_encoder_kwargs"])
+        if not isinstance(self.traj_encoder, TrajEncoder):
+            raise TypeError(f"traj_encoder_class {enc_cls.__name__} does not implement amago_sb.networks.TrajEncoder "
+                            "(out_dim, forward, init_state, step).")
         d = self.traj_encoder.out_dim
         self.actor = Actor(d, self.spec, len(g), d_hidden=head_hidden)
         self.critics = CriticEnsemble(d, self.spec, g, n_critics=num_critics, d_hidden=head_hidden)
@@ -259,6 +270,18 @@ class AMAGOPolicy(BasePolicy):
         raise NotImplementedError("AMAGOPolicy has no single forward; use encode() for training and act() for acting.")
 
 
+def resolve_traj_encoder(spec: type[nn.Module] | str) -> type[nn.Module]:
+    """A ``TRAJ_ENCODERS`` name or an encoder class -> the class (``ValueError`` naming the known names)."""
+    if isinstance(spec, str):
+        if spec not in TRAJ_ENCODERS:
+            raise ValueError(f"traj_encoder_class={spec!r} is unknown; use one of {sorted(TRAJ_ENCODERS)} or a class "
+                             "implementing amago_sb.networks.TrajEncoder.")
+        return TRAJ_ENCODERS[spec]
+    if not isinstance(spec, type):
+        raise TypeError(f"traj_encoder_class must be a name or a class, got {spec!r}.")
+    return spec
+
+
 class TransformerPolicy(AMAGOPolicy):
     """AMAGO with the stabilized Transformer trajectory encoder (the method's default)."""
 
@@ -269,6 +292,12 @@ class GRUPolicy(AMAGOPolicy):
     """AMAGO with a GRU trajectory encoder."""
 
     traj_encoder_name = "GRU"
+
+
+class LRUPolicy(AMAGOPolicy):
+    """AMAGO with a linear recurrent unit encoder (``amago_sb.networks.lru``): O(1) acting state per env."""
+
+    traj_encoder_name = "LRU"
 
 
 class FFPolicy(AMAGOPolicy):
