@@ -25,7 +25,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5"],
+        "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.10"],
         "triton": ["triton>=3.0"],
         "zoo": ["optuna>=3.0", "imageio>=2.9"],
     },

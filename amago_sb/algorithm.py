@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import warnings
 import weakref
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -219,6 +219,7 @@ class AMAGO(BaseAlgorithm):
         stats_window_size, tensorboard_log, verbose, seed, device, _init_setup_model: as in SB3.
     """
 
+    _missing_replay_dir: str | None = None  # set by load() when the checkpoint's replay directory is gone
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "Transformer": TransformerPolicy,
         "GRU": GRUPolicy,
@@ -278,20 +279,24 @@ class AMAGO(BaseAlgorithm):
         if context_len != "episode":
             check_number("context_len (timesteps the policy sees, or 'episode')", context_len, integer=True, low=1)
         gammas, main_gamma = resolve_gammas(gammas, main_gamma)
-        ints = dict(buffer_size=(buffer_size, 1), batch_size=(batch_size, 1), train_freq=(train_freq, 1),
-                    n_envs=(n_envs, 1), learning_starts=(learning_starts, 0), num_critics=(num_critics, 1),
-                    lr_warmup_steps=(lr_warmup_steps, 0), max_nonfinite_updates=(max_nonfinite_updates, 1),
-                    sampler_workers=(sampler_workers, 0), sampler_cache_bytes=(sampler_cache_bytes, 0))
+        ints: dict[str, tuple[Any, int]] = dict(
+            buffer_size=(buffer_size, 1), batch_size=(batch_size, 1), train_freq=(train_freq, 1), n_envs=(n_envs, 1),
+            learning_starts=(learning_starts, 0), num_critics=(num_critics, 1), lr_warmup_steps=(lr_warmup_steps, 0),
+            max_nonfinite_updates=(max_nonfinite_updates, 1), sampler_workers=(sampler_workers, 0),
+            sampler_cache_bytes=(sampler_cache_bytes, 0))
         for name, (val, low) in ints.items():
             check_number(name, val, integer=True, low=low)
-        for name, (val, low) in dict(gradient_steps=(gradient_steps, 0), exploration_steps=(exploration_steps, 0),
-                                     chunk_len=(chunk_len, 1), num_threads=(num_threads, 1)).items():
+        optional_ints: dict[str, tuple[Any, int]] = dict(
+            gradient_steps=(gradient_steps, 0), exploration_steps=(exploration_steps, 0), chunk_len=(chunk_len, 1),
+            num_threads=(num_threads, 1))
+        for name, (val, low) in optional_ints.items():
             check_number(name, val, integer=True, low=low, allow_none=True)
         check_number("num_critics_td", num_critics_td, integer=True, low=1, high=num_critics)
         check_number("tau (Polyak rate of the targets)", tau, low=0.0, high=1.0, low_open=True)
         check_number("max_grad_norm (a norm > 0; <= 0 would flip the gradient)", max_grad_norm, low=0.0, low_open=True)
-        for name, val in dict(online_coeff=online_coeff, offline_coeff=offline_coeff,
-                              exploration_start=exploration_start, exploration_end=exploration_end).items():
+        nonnegative: dict[str, Any] = dict(online_coeff=online_coeff, offline_coeff=offline_coeff,
+                                           exploration_start=exploration_start, exploration_end=exploration_end)
+        for name, val in nonnegative.items():
             check_number(name, val, low=0.0)
         check_number("critic_coeff", critic_coeff, low=0.0, low_open=True)
         check_number("reward_multiplier", reward_multiplier, low=0.0, low_open=True)
@@ -352,12 +357,13 @@ class AMAGO(BaseAlgorithm):
             torch.set_num_threads(int(self.num_threads))
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule,
+        policy_class: Any = self.policy_class
+        self.policy = policy_class(self.observation_space, self.action_space, self.lr_schedule,
                                         gammas=self.gammas, main_gamma=getattr(self, "main_gamma", None),
                                         context_len=self.context_len,
                                         num_critics=self.num_critics,
                                         **self.policy_kwargs).to(self.device)
-        has_instruction = "instruction" in wrappers.flatten_keys(self.observation_space)
+        has_instruction = "instruction" in wrappers.flatten_keys(cast(gym.spaces.Dict, self.observation_space))
         if self.relabel is None:
             self.relabel = has_instruction
         if self.relabel and not has_instruction:
@@ -409,9 +415,11 @@ class AMAGO(BaseAlgorithm):
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """Use another env with the same spaces (wrapped into trajectory form if needed)."""
-        env = _prepare_env(env, self.n_envs, self.seed)
+        prepared = _prepare_env(env, self.n_envs, self.seed)
+        if prepared is None:
+            raise ValueError("set_env needs an env, got None.")
         try:
-            super().set_env(env, force_reset)
+            super().set_env(prepared, force_reset)
         except (ValueError, AssertionError) as e:
             raise ValueError(f"set_env: the new env does not match the model: {e}") from e
         self._flush_recorder()
@@ -502,7 +510,7 @@ class AMAGO(BaseAlgorithm):
     # ------------------------------------------------------------------ acting
     def predict(
         self,
-        observation: dict[str, np.ndarray],
+        observation: np.ndarray | dict[str, np.ndarray],
         state: Any = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
@@ -535,7 +543,7 @@ class AMAGO(BaseAlgorithm):
         total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                       progress_bar)
         if not self._recorder_live:
-            self.recorder.reset(self._last_obs)
+            self.recorder.reset(cast(dict, self._last_obs))
             self._act_state = self.policy.initial_state(self.n_envs)
             self.exploration.episode_step[:] = 0  # fresh episodes in every env
             self._recorder_live = True
@@ -564,6 +572,8 @@ class AMAGO(BaseAlgorithm):
             ValueError: the env's spaces differ from the model's.
         """
         wrapped = _prepare_env(env, 1, None) if not isinstance(env, gym.Env) else wrappers.ensure_trajectory_env(env)
+        if wrapped is None:
+            raise ValueError("wrap_env needs an env, got None.")
         if wrapped.observation_space != self.observation_space or wrapped.action_space != self.action_space:
             raise ValueError(f"wrap_env: the env's spaces ({wrapped.observation_space}, {wrapped.action_space}) differ "
                              f"from the model's ({self.observation_space}, {self.action_space}).")
@@ -571,7 +581,7 @@ class AMAGO(BaseAlgorithm):
 
     def _wrap_callback_envs(self, callback: MaybeCallback) -> None:
         """Put the ``eval_env`` of every callback (EvalCallback and the like, nested ones too) in trajectory form."""
-        stack = list(callback) if isinstance(callback, list) else [callback]
+        stack: list[Any] = list(callback) if isinstance(callback, list) else [callback]
         while stack:
             cb = stack.pop()
             if cb is None:
@@ -599,14 +609,16 @@ class AMAGO(BaseAlgorithm):
     def collect_rollouts(self, callback: BaseCallback) -> bool:
         """Step every env ``train_freq`` times with one batched policy call per step; False if a callback stopped."""
         policy, env = self.policy, self.env
+        assert env is not None  # learn() checked it
         policy.set_training_mode(False)
         callback.on_rollout_start()
         for _ in range(self.train_freq):
             obs, _ = policy.obs_to_torch(self._last_obs)
             with torch.no_grad():
-                action, self._act_state = policy.act(obs, self._act_state, deterministic=False)
-            action = self.exploration(action.cpu().numpy(), self.num_timesteps)
+                policy_action, self._act_state = policy.act(obs, self._act_state, deterministic=False)
+            action = self.exploration(policy_action.cpu().numpy(), self.num_timesteps)
             env_action = policy.spec.to_env(action)
+            new_obs: Any
             new_obs, rewards, dones, infos = env.step(env_action)
             self.num_timesteps += env.num_envs
             # record and advance the contexts before callbacks run, so a callback that stops training leaves the
@@ -656,7 +668,7 @@ class AMAGO(BaseAlgorithm):
 
             from amago_sb.replay import ReplayDataset
 
-            ds = ReplayDataset(self.replay_dir, self.context_len, batch_size,
+            ds = ReplayDataset(str(self.replay_dir), self.context_len, batch_size,
                                relabel=wrappers.relabel if self.relabel else None, seed=self.seed or 0,
                                padded_sampling=self.padded_sampling, cache_bytes=self.sampler_cache_bytes)
             loader = DataLoader(ds, batch_size=None, num_workers=self.sampler_workers, prefetch_factor=4,

@@ -40,7 +40,7 @@ def write_status(replay_dir: str | os.PathLike, collector_id: str, status: dict[
 def read_statuses(replay_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every collector's last status (files that vanish or are unreadable mid-read are skipped)."""
     d = status_dir(replay_dir)
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         names = sorted(n for n in os.listdir(d) if n.endswith(".json") and not n.startswith("."))
     except FileNotFoundError:

@@ -252,7 +252,7 @@ class DistributedLearner:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         # every rank keeps identical buffers (synced statistics), so DDP need not broadcast them each forward
         new_kw = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters  # renamed in torch 2.13
-        sync_kw = {"forward_sync_buffers": False} if new_kw else {"broadcast_buffers": False}
+        sync_kw: dict[str, Any] = {"forward_sync_buffers": False} if new_kw else {"broadcast_buffers": False}
         self.ddp = DistributedDataParallel(_LossModule(policy, model.loss_config), device_ids=device_ids,
                                            find_unused_parameters=find_unused_parameters, gradient_as_bucket_view=True,
                                            **sync_kw)
@@ -352,7 +352,8 @@ class DistributedLearner:
             self.save(checkpoint_path)
         self.wait_for_data(model.learning_starts if learning_starts is None else learning_starts, wait_timeout_s, poll_s)
         start = time.monotonic()
-        window_start, done, applied, sums = start, 0, 0, {}
+        window_start, done, applied = start, 0, 0
+        sums: dict[str, torch.Tensor] = {}
         while done < n_updates:
             if max_update_ratio is not None and max_update_ratio > 0:
                 self._throttle(max_update_ratio, poll_s)

@@ -155,5 +155,6 @@ class QuietCorridorExploration(EpisodicExploration):
 
     def epsilon(self, num_timesteps: int) -> np.ndarray:
         eps = self.multiplier * self.level(num_timesteps)  # the windows explore at the episode-start level
-        quiet = (self.episode_step >= self.start_window) & (self.episode_step < self.horizon - self.end_window)
+        horizon = int(self.horizon or 0)  # always set for this scheme
+        quiet = (self.episode_step >= self.start_window) & (self.episode_step < horizon - self.end_window)
         return np.where(quiet, self.quiet_eps, eps)

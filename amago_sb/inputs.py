@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from wrappers.spaces import shape_of
+
 __all__ = ["check_episode_start", "check_number", "check_observation", "check_state", "integer_bounds"]
 
 
@@ -30,7 +32,7 @@ def integer_bounds(space: spaces.Space) -> tuple[np.ndarray, np.ndarray] | None:
 
 def check_observation(key: str, arr: np.ndarray, space: spaces.Space, batch: tuple[int, ...]) -> None:
     """Raise ``ValueError`` unless ``arr`` has shape ``(*batch, *space.shape)``, finite floats and in-space ids."""
-    expected = (*batch, *space.shape)
+    expected = (*batch, *shape_of(space))
     if arr.shape != expected:
         raise ValueError(f"predict(observation): key {key!r} has shape {arr.shape}, expected {expected} "
                          f"({'one row per env, ' if batch else ''}space {space}).")
@@ -84,8 +86,8 @@ def check_state(state: Any, template: Any, n: int) -> None:
         raise ValueError(f"predict(state): the context does not fit this model for {n} envs (tensor shapes {got}...; "
                          "a state from another model, or for another number of envs?); pass state=None.")
     if getattr(state, "batch", n) != n:
-        raise ValueError(f"predict(state): the context is for {state.batch} envs but the observation has {n}; "
-                         "pass state=None to start fresh contexts.")
+        raise ValueError(f"predict(state): the context is for {getattr(state, 'batch', '?')} envs but the observation "
+                         f"has {n}; pass state=None to start fresh contexts.")
 
 
 def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,

@@ -37,6 +37,7 @@ from amago_sb.networks import (
     polyak_update,
 )
 from amago_sb.serialization import decode, encode
+from wrappers.spaces import shape_of
 from wrappers.trajectory import flatten_keys
 from wrappers.trajectory_wrapper import has_trajectory_keys, is_trajectory_space
 
@@ -84,6 +85,8 @@ class AMAGOPolicy(BasePolicy):
     """
 
     traj_encoder_name: ClassVar[str] = "Transformer"
+    traj_encoder: TrajEncoder  # the sequence model (an nn.Module implementing the protocol)
+    gammas: torch.Tensor  # buffer: the discounts, ascending (G,)
 
     def __init__(
         self,
@@ -122,7 +125,7 @@ class AMAGOPolicy(BasePolicy):
         if main_gamma not in gammas:
             raise ValueError(f"main_gamma={main_gamma} is not one of gammas={gammas}; add it to gammas.")
         self.main_index = gammas.index(main_gamma)  # the acting head
-        self.cfg = dict(gammas=gammas, main_gamma=main_gamma, context_len=context_len, num_critics=num_critics,
+        self.cfg: dict[str, Any] = dict(gammas=gammas, main_gamma=main_gamma, context_len=context_len, num_critics=num_critics,
                         d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, dropout=dropout,
                         normformer=normformer, tstep_dim=tstep_dim, tstep_hidden=tstep_hidden, head_hidden=head_hidden,
                         popart_beta=popart_beta, weight_decay=weight_decay)
@@ -151,7 +154,8 @@ class AMAGOPolicy(BasePolicy):
         self._build(lr_schedule)
 
     def _build(self, lr_schedule: Schedule) -> None:
-        self.optimizer = self.optimizer_class(self.trainable_parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        optimizer_class: Any = self.optimizer_class
+        self.optimizer = optimizer_class(self.trainable_parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters updated by the optimizer (everything except the target heads)."""
@@ -221,7 +225,7 @@ class AMAGOPolicy(BasePolicy):
                 raise ValueError(f"Observation is missing key {key!r} of the policy's observation space "
                                  f"(got {sorted(flat)}); was the model trained on a different env?")
             arr = np.asarray(flat[key])
-            shape = self.leaves[key].shape
+            shape = shape_of(self.leaves[key])
             if len(shape) == 3 and arr.shape[-3:] != shape and arr.shape[-3:] == (shape[1], shape[2], shape[0]):
                 arr = np.moveaxis(arr, -1, -3)  # channel-last image from an env that VecTransposeImage did not wrap
             check_observation(key, arr, self.leaves[key], batch)  # before anything reaches a context
@@ -270,7 +274,7 @@ class AMAGOPolicy(BasePolicy):
         raise NotImplementedError("AMAGOPolicy has no single forward; use encode() for training and act() for acting.")
 
 
-def resolve_traj_encoder(spec: type[nn.Module] | str) -> type[nn.Module]:
+def resolve_traj_encoder(spec: type[nn.Module] | str) -> type[Any]:
     """A ``TRAJ_ENCODERS`` name or an encoder class -> the class (``ValueError`` naming the known names)."""
     if isinstance(spec, str):
         if spec not in TRAJ_ENCODERS:

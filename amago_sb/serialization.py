@@ -123,7 +123,7 @@ def encode_space(space: gym.Space) -> dict[str, Any]:
                 "dtype": str(space.dtype)}
     if isinstance(space, gym.spaces.MultiBinary):
         n = space.n
-        return {"type": "MultiBinary", "n": int(n) if np.ndim(n) == 0 else [int(x) for x in n]}
+        return {"type": "MultiBinary", "n": int(n) if isinstance(n, (int, np.integer)) else [int(x) for x in n]}
     if isinstance(space, gym.spaces.Dict):
         return {"type": "Dict", "spaces": [[k, encode_space(s)] for k, s in space.spaces.items()]}
     if isinstance(space, gym.spaces.Tuple):

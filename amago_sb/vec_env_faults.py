@@ -178,7 +178,7 @@ class FaultTolerantVecEnv(SubprocVecEnv):
         self.waiting, self.closed = False, False
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        self._ctx = mp.get_context(start_method)
+        self._ctx: Any = mp.get_context(start_method)
         self._env_fns = list(env_fns)
         self.step_timeout, self.restart_on_fault, self.max_restarts = step_timeout, bool(restart_on_fault), int(max_restarts)
         self.remotes: list[Any] = []
@@ -283,11 +283,12 @@ class FaultTolerantVecEnv(SubprocVecEnv):
             obs, reset_info = self._handle(faults[i])
             info = {"env_fault": asdict(faults[i]), "TimeLimit.truncated": True, "terminal_observation": self._last_obs[i]}
             results[i] = (obs, 0.0, True, info, reset_info)
-        obs, rews, dones, infos, self.reset_infos = zip(*results)
+        obs, rews, dones, infos, reset_infos = zip(*results)
+        self.reset_infos = list(reset_infos)
         for i in range(self.num_envs):
             self._last_obs[i] = obs[i]
             self._episode_steps[i] = 0 if dones[i] else self._episode_steps[i] + 1
-        return _stack_obs(obs, self.observation_space), np.stack(rews), np.stack(dones), infos
+        return _stack_obs(obs, self.observation_space), np.stack(rews), np.stack(dones), list(infos)
 
     def reset(self) -> VecEnvObs:
         for i, remote in enumerate(self.remotes):
@@ -296,7 +297,8 @@ class FaultTolerantVecEnv(SubprocVecEnv):
         answers, faults = self._gather(list(range(self.num_envs)), lambda _: 0)
         for i in sorted(faults):
             answers[i] = self._handle(faults[i])
-        obs, self.reset_infos = zip(*(answers[i] for i in range(self.num_envs)))
+        obs, reset_infos = zip(*(answers[i] for i in range(self.num_envs)))
+        self.reset_infos = list(reset_infos)
         self._reset_seeds()
         self._reset_options()
         self._last_obs = list(obs)

@@ -20,7 +20,7 @@ timestep is this instruction reward.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -122,10 +122,14 @@ class InstructionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.token_ids: dict[str, int] = {tok: i for i, tok in enumerate(self.tokens)}
         self.instruction_len, self.goal_len, self.max_events = int(instruction_len), int(goal_len), int(max_events)
         self.achieved_fn: AchievedFn = achieved_fn or _default_achieved
-        self.sampler: Sampler = sampler or env.unwrapped.sample_instruction
+        found = sampler or getattr(env.unwrapped, "sample_instruction", None)
+        if found is None:
+            raise TypeError(f"InstructionWrapper needs sampler= (rng -> instruction) or an env with a "
+                            f"sample_instruction(rng) method; {type(env.unwrapped).__name__} has none.")
+        self.sampler: Sampler = found
         self.observation_space = spaces.Dict(
             {
-                **env.observation_space.spaces,
+                **cast(spaces.Dict, env.observation_space).spaces,
                 "instruction": spaces.MultiDiscrete(
                     np.full((self.instruction_len, self.goal_len), len(self.tokens)), np.int64
                 ),

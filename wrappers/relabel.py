@@ -35,7 +35,7 @@ __all__ = ["relabel", "instruction_goals"]
 
 def instruction_goals(row: np.ndarray) -> tuple[int, list[tuple[int, ...]]]:
     """Split one ``(k, goal_len)`` instruction row into (number of leading ``<done>`` goals, the remaining goals)."""
-    c0, goals = 0, []
+    c0, goals = 0, []  # type: int, list[tuple[int, ...]]
     for goal in np.asarray(row):
         if np.all(goal == DONE):
             if goals:
@@ -116,6 +116,7 @@ def relabel(traj: Trajectory, rng: np.random.Generator, *, scheme: str = "some")
     out.observations = {key: value[: end + 1].copy() for key, value in out.observations.items()}
     out.observations["instruction"] = new_instr
     out.observations["prev_reward"][1:, 0] = rewards[:end]
+    assert out.achieved is not None  # relabeling needs the achieved goals
     out.actions, out.achieved = out.actions[:end], out.achieved[:end]
     out.rewards = rewards[:end].astype(traj.rewards.dtype)
     out.terminated, out.truncated = out.terminated[:end], out.truncated[:end]

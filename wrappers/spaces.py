@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["UnsupportedSpaceError", "check_observation_space", "check_action_space", "action_dim", "encode_action"]
+__all__ = ["UnsupportedSpaceError", "check_observation_space", "check_action_space", "action_dim", "encode_action",
+           "shape_of"]
 
 
 class UnsupportedSpaceError(ValueError, TypeError):
@@ -26,6 +27,13 @@ _OBS_FIXES: dict[type, str] = {
     spaces.Sequence: "pad Sequence observations to a fixed-size Box with a gymnasium.ObservationWrapper",
     spaces.OneOf: "encode OneOf observations as a Dict with a gymnasium.ObservationWrapper",
 }
+
+
+def shape_of(space: spaces.Space) -> tuple[int, ...]:
+    """``space.shape`` of a space that has one (gymnasium types it as optional)."""
+    if space.shape is None:
+        raise ValueError(f"The space {space} has no fixed shape.")
+    return tuple(space.shape)
 
 
 def check_observation_space(space: spaces.Space, path: str = "observation") -> None:
@@ -73,7 +81,7 @@ def action_dim(space: spaces.Space) -> int:
         return int(space.n)
     if isinstance(space, spaces.MultiDiscrete):
         return int(np.asarray(space.nvec).sum())
-    return int(np.prod(space.shape))
+    return int(np.prod(shape_of(space)))
 
 
 def encode_action(space: spaces.Space, action) -> np.ndarray:
@@ -94,6 +102,6 @@ def encode_action(space: spaces.Space, action) -> np.ndarray:
         out[np.concatenate([[0], np.cumsum(nvec)[:-1]]) + ids] = 1.0
         return out
     arr = np.asarray(action, dtype=np.float32).reshape(-1)
-    if arr.shape[0] != int(np.prod(space.shape)):
+    if arr.shape[0] != int(np.prod(shape_of(space))):
         raise ValueError(f"Action of shape {np.shape(action)} does not fit the Box action space {space}.")
     return arr

@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from wrappers.spaces import check_action_space, check_observation_space
+from wrappers.spaces import action_dim, check_action_space, check_observation_space
 from wrappers.trajectory_wrapper import is_trajectory_space, trajectory_space
 
 __all__ = ["VecTrajectoryWrapper", "ensure_trajectory_vec_env"]
@@ -64,7 +64,7 @@ class VecTrajectoryWrapper(VecEnvWrapper):
         space, n = venv.action_space, venv.num_envs
         self._action_space = space
         self._dict_obs = isinstance(venv.observation_space, spaces.Dict)
-        self._adim = int(self.observation_space["prev_action"].shape[0])
+        self._adim = action_dim(venv.action_space)
         self._step = np.zeros(n, np.int64)
         self._prev_action = np.zeros((n, self._adim), np.float32)
         self._prev_reward = np.zeros(n, np.float32)
@@ -147,7 +147,7 @@ class VecTrajectoryWrapper(VecEnvWrapper):
 
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         if attr_name == "max_episode_steps":
-            return [self.max_episode_steps] * len(self._get_indices(indices))
+            return [self.max_episode_steps] * len(list(self._get_indices(indices)))
         return self.venv.get_attr(attr_name, indices)
 
 

@@ -120,7 +120,9 @@ def attention_entropy(
     kt = k.reshape(B * H, S, D).float().transpose(1, 2)  # (BH, D, S)
     bias = None
     if causal:
-        bias = torch.zeros(L, S, device=q.device).masked_fill_(~allowed_mask(L, S, None, True, q.device)[0, 0], -1e30)
+        causal_mask = allowed_mask(L, S, None, True, q.device)
+        assert causal_mask is not None
+        bias = torch.zeros(L, S, device=q.device).masked_fill_(~causal_mask[0, 0], -1e30)
     key_bad = None
     if lengths is not None and not causal:
         key_bad = (torch.arange(S, device=q.device)[None, :] >= lengths[:, None])[:, None, None, :]  # (B, 1, 1, S)

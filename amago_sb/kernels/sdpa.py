@@ -32,7 +32,9 @@ def sdpa_attention(
     if lengths is None or causal:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     else:
-        mask = allowed_mask(L, L, lengths, causal, q.device).clone()  # (B, 1, L, L)
+        allowed = allowed_mask(L, L, lengths, causal, q.device)
+        assert allowed is not None  # lengths given
+        mask = allowed.clone()  # (B, 1, L, L)
         mask[..., 0] = True  # no all-masked rows (length-0 sequences); those outputs are zeroed below
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if lengths is not None:

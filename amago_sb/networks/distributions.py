@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
+from wrappers.spaces import shape_of
+
 __all__ = ["ActionSpec", "ClippedCategorical", "MultiCategorical", "TanhGaussian", "unsupported_action_reason"]
 
 
@@ -76,7 +78,7 @@ class MultiCategorical:
 
     def log_prob(self, a: torch.Tensor) -> torch.Tensor:
         """``a`` ``(..., n_sub)`` -> ``(...)`` (sum over sub-actions)."""
-        return sum(d.log_prob(a[..., i]) for i, d in enumerate(self.parts))
+        return torch.stack([d.log_prob(a[..., i]) for i, d in enumerate(self.parts)]).sum(0)
 
     def sample(self) -> torch.Tensor:
         return torch.stack([d.sample() for d in self.parts], dim=-1)
@@ -85,7 +87,7 @@ class MultiCategorical:
         return torch.stack([d.mode() for d in self.parts], dim=-1)
 
     def entropy(self) -> torch.Tensor:
-        return sum(d.entropy() for d in self.parts)
+        return torch.stack([d.entropy() for d in self.parts]).sum(0)
 
     def straight_through(self) -> torch.Tensor:
         """A sampled action as concatenated one-hots ``(..., sum(nvec))`` whose gradient is that of the probs."""
@@ -153,8 +155,9 @@ class ActionSpec:
                 self.start = torch.as_tensor(np.asarray(space.start).reshape(-1), dtype=torch.long)
         else:
             self.kind = "box"
-            self.shape = space.shape
-            self.dim = int(np.prod(space.shape))
+            assert isinstance(space, spaces.Box)
+            self.shape: tuple[int, ...] = shape_of(space)
+            self.dim = int(np.prod(self.shape))
             self.low = torch.as_tensor(space.low.reshape(-1), dtype=torch.float32)
             self.high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32)
             self.param_dim, self.critic_action_dim = 2 * self.dim, self.dim

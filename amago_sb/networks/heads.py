@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amago_sb.networks.distributions import ActionSpec
-from amago_sb.networks.layers import MLP, EnsembleLinear
+from amago_sb.networks.layers import MLP, EnsembleLinear, identity_sums
 
 __all__ = ["Actor", "CriticEnsemble", "PopArt", "polyak_update"]
 
@@ -37,6 +37,8 @@ class CriticEnsemble(nn.Module):
     * other actions: the action and the discount are inputs, ``forward(s (..., D), a (..., G, A_in)) -> (..., C, G)``
       where ``a[..., g, :]`` is the action evaluated under gamma ``g`` (the policy's head ``g`` picks its own).
     """
+
+    gamma_feat: torch.Tensor  # buffer (Box / MultiDiscrete actions): the discount feature (G, 1)
 
     def __init__(self, d_in: int, spec: ActionSpec, gammas: torch.Tensor, n_critics: int = 4, d_hidden: int = 128) -> None:
         super().__init__()
@@ -87,7 +89,12 @@ class PopArt(nn.Module):
     """
 
     #: Hook on the batch sums ``(3G,)``: identity here, an all-reduce in data-parallel training (``amago_sb.distributed``).
-    reduce_sums = staticmethod(lambda sums: sums)
+    reduce_sums = staticmethod(identity_sums)
+    mu: torch.Tensor  # buffers (typed for the type checker)
+    nu: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self, n_gammas: int, beta: float = 5e-4, init_nu: float = 100.0) -> None:
         super().__init__()
@@ -135,7 +142,8 @@ class PopArt(nn.Module):
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """``target <- (1 - tau) * target + tau * online`` over parameters (buffers copied)."""
     with torch.no_grad():
-        tp, op = list(target.parameters()), list(online.parameters())
+        tp: list[torch.Tensor] = list(target.parameters())
+        op: list[torch.Tensor] = list(online.parameters())
         torch._foreach_lerp_(tp, op, tau)
         for tb, ob in zip(target.buffers(), online.buffers()):
             tb.copy_(ob)

@@ -22,6 +22,11 @@ def activation(name: str) -> nn.Module:
     return table[name]()
 
 
+def identity_sums(x: torch.Tensor) -> torch.Tensor:
+    """The single-process ``reduce_sums`` hook of the running statistics (DDP swaps in an all-reduce)."""
+    return x
+
+
 class InputNorm(nn.Module):
     """Running mean/std normalization of input features (AMAGO's ``InputNorm``).
 
@@ -36,7 +41,10 @@ class InputNorm(nn.Module):
 
     #: Hook on the batch sums ``(2D + 1,)`` before they update the EMA: identity here, an all-reduce in data-parallel
     #: training (``amago_sb.distributed``) so that every rank keeps identical statistics.
-    reduce_sums = staticmethod(lambda sums: sums)
+    reduce_sums = staticmethod(identity_sums)
+    mu: torch.Tensor  # buffers (typed for the type checker)
+    nu: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self, dim: int, beta: float = 1e-4) -> None:
         super().__init__()
@@ -83,6 +91,9 @@ class SigmaReparamLinear(nn.Module):
     singular-vector estimates ``u``, ``v`` kept as buffers. ``gamma`` is a learned scalar initialized to 1. In eval
     mode the effective weight is cached until a parameter changes, so acting costs one plain matmul.
     """
+
+    u: torch.Tensor  # buffers: power-iteration estimates of the top singular vectors
+    v: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -142,7 +143,7 @@ class LRUTrajEncoder(nn.Module):
         h = self.inp(x)
         new = []
         for i, block in enumerate(self.blocks):
-            h, hi = block.step(h, state.h[i])
+            h, hi = cast(_Block, block).step(h, state.h[i])
             new.append(hi)
         state.h = torch.stack(new)
         return self.norm(h), state

@@ -13,6 +13,7 @@ accept ``**_`` for the common arguments an encoder does not use.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -40,6 +41,11 @@ class TrajEncoder(Protocol):
     envs' state -> ``((B, out_dim), state)``; a valid row must never depend on later (padded) rows."""
 
     out_dim: int
+
+    def __call__(self, x: torch.Tensor, time_idx: torch.Tensor, lengths: torch.Tensor | None = None,
+                 want_entropy: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
 
     def forward(self, x: torch.Tensor, time_idx: torch.Tensor, lengths: torch.Tensor | None = None,
                 want_entropy: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]: ...

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -199,6 +200,6 @@ class TransformerTrajEncoder(nn.Module):
         lengths = (state.count + 1).clamp(max=state.capacity)  # (B,) entries valid after writing this token
         h = self._embed(x, state.count)  # (B, D)
         for i, blk in enumerate(self.blocks):
-            h = blk.step(h, state, i, slot, lengths)
+            h = cast(_Block, blk).step(h, state, i, slot, lengths)
         state.count = state.count + 1
         return self.ln_f(h), state

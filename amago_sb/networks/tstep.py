@@ -22,6 +22,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from torch import nn
 
 from amago_sb.networks.layers import MLP, InputNorm
+from wrappers.spaces import shape_of
 from wrappers.trajectory import flatten_keys
 
 __all__ = ["TimestepEncoder", "unsupported_reason"]
@@ -110,7 +111,7 @@ class TimestepEncoder(nn.Module):
                 d_vec += int(space.nvec.sum())
             else:
                 self.vector_keys.append(name)
-                d_vec += int(np.prod(space.shape))
+                d_vec += int(np.prod(shape_of(space)))
         self.norm = InputNorm(d_vec)
         self.mlp = MLP(d_vec + d_extra, d_hidden, out_dim, n_layers=2)
         self.out_norm = nn.LayerNorm(out_dim)
@@ -132,7 +133,7 @@ class TimestepEncoder(nn.Module):
         """``obs``: flattened keys -> ``(*batch, *shape)``; ``mask`` ``(*batch)`` valid rows -> ``(*batch, out_dim)``."""
         first = self.leaves["reset"] if "reset" in self.leaves else None
         ref = obs["reset"] if first is not None else next(iter(obs.values()))
-        batch_shape = ref.shape[: ref.dim() - len(first.shape)] if first is not None else ref.shape[:1]
+        batch_shape = ref.shape[: ref.dim() - len(shape_of(first))] if first is not None else ref.shape[:1]
         feats = [self.norm(self._vector(obs, batch_shape), mask)]
         for key, cnn in self.images.items():
             img = obs[key.replace("__", "/")]

@@ -67,10 +67,11 @@ class VecTrajectoryRecorder:
         self.chunk_len = int(chunk_len)
         self.overlap = int(overlap)
         self.finished: list[Trajectory] = []  # filled only when store is None
-        self._obs: dict[str, np.ndarray] | None = None  # {key: (n_envs, chunk_len + 1, *shape)}
-        self._actions: np.ndarray | None = None  # (n_envs, chunk_len, *action_shape)
+        # allocated on the first reset / step (shapes come from the data); None until then
+        self._obs: Any = None  # dict[str, np.ndarray] {key: (n_envs, chunk_len + 1, *shape)}
+        self._actions: Any = None  # np.ndarray (n_envs, chunk_len, *action_shape)
         self._rewards = np.zeros((self.n_envs, self.chunk_len), dtype=np.float32)
-        self._achieved: np.ndarray | None = None  # (n_envs, chunk_len, max_events, goal_len)
+        self._achieved: Any = None  # np.ndarray (n_envs, chunk_len, max_events, goal_len)
         self._has_achieved = np.zeros(self.n_envs, dtype=bool)
         self._t = np.zeros(self.n_envs, dtype=np.int64)  # transitions in the current chunk
         self._stored = np.zeros(self.n_envs, dtype=np.int64)  # of which already written (by a cut or flush)
@@ -127,7 +128,7 @@ class VecTrajectoryRecorder:
         for k, v in flat.items():  # next observation row of every env still in its episode
             self._obs[k][envs, rows] = v[live] if any_done else v
         written: list[Path] = []
-        for i in np.flatnonzero(dones):
+        for i in np.flatnonzero(dones).tolist():
             info = infos[i]
             if info.get("env_fault") is not None:  # env restarted after failing in this step (amago_sb.vec_env_faults)
                 written += self._cut_faulted(i, flat)
@@ -150,7 +151,7 @@ class VecTrajectoryRecorder:
             self._offset[i] = 0
             self._has_achieved[i] = False
         self._t[live] += 1
-        for i in np.flatnonzero(self._t == self.chunk_len):
+        for i in np.flatnonzero(self._t == self.chunk_len).tolist():
             written += self._emit(i, self.chunk_len, terminated=False, truncated=False)
             self._carry(i)
         return written
@@ -158,7 +159,7 @@ class VecTrajectoryRecorder:
     def flush(self) -> list[Path]:
         """Write every env's unfinished part (``T >= 1``) as a truncated chunk; recording continues afterwards."""
         written: list[Path] = []
-        for i in np.flatnonzero(self._t > self._stored):
+        for i in np.flatnonzero(self._t > self._stored).tolist():
             written += self._emit(i, int(self._t[i]), terminated=False, truncated=True)
             self._carry(i)
         return written

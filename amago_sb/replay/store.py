@@ -29,6 +29,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -240,7 +241,8 @@ class TrajectoryStore:
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                (np.savez_compressed if self.compress else np.savez)(f, **arrays)
+                save: Any = np.savez_compressed if self.compress else np.savez
+                save(f, **arrays)
 
         def final_name(tmp: Path) -> Path:  # the name carries the file's size (the store's size without a stat)
             return self.directory / f"{stem}_B{tmp.stat().st_size}.npz"

@@ -37,6 +37,7 @@ class MetaBanditEnv(gym.Env):
         self.t = 0
 
     def _info(self) -> dict:
+        assert self.probs is not None, "reset() first"
         return {"arm_probs": self.probs.copy(), "best_arm_prob": float(self.probs.max()), "task_id": self.task_id}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -19,7 +19,7 @@ Importing ``popgym`` registers its own ``popgym-*`` ids; :func:`register_popgym`
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 from gymnasium import spaces
@@ -45,7 +45,7 @@ class PopgymAdapter(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         space = env.observation_space
         self._is_tuple = isinstance(space, spaces.Tuple)
         if self._is_tuple:
-            self.observation_space = spaces.Dict({str(i): sub for i, sub in enumerate(space.spaces)})
+            self.observation_space = spaces.Dict({str(i): sub for i, sub in enumerate(cast(spaces.Tuple, space).spaces)})
         inner = env.unwrapped
         length = getattr(inner, "max_episode_length", None) or getattr(inner, "episode_length", None)
         if length is None and hasattr(inner, "deck_size"):
@@ -75,12 +75,12 @@ def make_popgym(name: str, trajectory: bool = False, truncated_is_done: bool = T
     classes = _popgym_classes()
     if name not in classes:
         raise ValueError(f"Unknown POPGym env {name!r}; available: {sorted(classes)}.")
-    env = PopgymAdapter(classes[name](**kwargs))
-    if trajectory:
-        from wrappers.trajectory_wrapper import TrajectoryWrapper
+    adapted = PopgymAdapter(classes[name](**kwargs))
+    if not trajectory:
+        return adapted
+    from wrappers.trajectory_wrapper import TrajectoryWrapper
 
-        env = TrajectoryWrapper(env, max_episode_steps=env.max_episode_length, truncated_is_done=truncated_is_done)
-    return env
+    return TrajectoryWrapper(adapted, max_episode_steps=adapted.max_episode_length, truncated_is_done=truncated_is_done)
 
 
 def popgym_env_ids() -> list[str]:
