@@ -58,8 +58,8 @@ def test_learn_predict_evaluate_with_env_id_and_kv_cache_state():
     obs, *_ = env.step(actions)
     _, state = model.predict(obs, state=state, episode_start=np.array([True, False]), deterministic=True)
     assert state.count.tolist() == [1, 2]
-    mean, _ = evaluate_policy(model, env, n_eval_episodes=4, deterministic=True)
-    assert -1.0 <= mean <= 1.0
+    returns, lengths = evaluate_policy(model, env, n_eval_episodes=4, deterministic=True, return_episode_rewards=True)
+    assert len(returns) == 4 and lengths == [env.get_attr("max_episode_steps")[0]] * 4  # whole episodes, context reset
 
 
 def test_single_unbatched_observation_gives_unbatched_action():
@@ -259,8 +259,13 @@ def test_same_seed_same_training():
 
 def test_sampler_workers_feed_updates():
     model = tiny(sampler_workers=1)
+    before = torch.cat([p.detach().flatten().clone() for p in model.policy.parameters()])
     model.learn(64)
-    assert model._n_updates > 0 and model._batches is not None
+    # updates run from the first stored episode on (11 steps x 2 envs): phases at 24, 32, ..., 64 env steps
+    assert model._n_updates == 6 * model.gradient_steps  # every one of them got its batch from the worker process
+    assert type(model._batches[1]).__name__ == "_MultiProcessingDataLoaderIter"
+    after = torch.cat([p.detach().flatten() for p in model.policy.parameters()])
+    assert not torch.equal(before, after)
 
 
 def test_default_update_ratio_follows_n_envs():

@@ -62,7 +62,7 @@ def test_lru_policy_learns_repeat_previous():
     model.learn(20_000)
     env = model.wrap_env("popgym-RepeatPreviousEasy-v0")
     mean, _ = evaluate_policy(model, env, n_eval_episodes=8, deterministic=True)
-    assert mean > 0.0, mean
+    assert mean > 0.7, mean  # bench/encoders.py, seed 0: 0.89 at 20k (Transformer and GRU solve it by 10k)
 
 
 class _MeanPool(nn.Module):

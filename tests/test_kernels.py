@@ -261,10 +261,13 @@ def test_tile_configs_fit_and_shrink_for_short_sequences(monkeypatch):
     monkeypatch.setattr(tuning, "_budget", lambda: 99 * 1024)  # an sm86-class GPU
     for elem in (2, 4):
         for d_pad in (16, 32, 64, 128):
-            for kernel, cfg_fn in (("fwd", tuning.fwd_config), ("dkdv", tuning.bwd_config), ("dq", tuning.bwd_config)):
-                cfg = cfg_fn(d_pad, elem, 4096, kernel)
+            for kernel in ("fwd", "dkdv", "dq"):
+                def cfg_fn(d, e, L, kernel=kernel):
+                    return tuning.fwd_config(d, e, L) if kernel == "fwd" else tuning.bwd_config(d, e, L, kernel)
+
+                cfg = cfg_fn(d_pad, elem, 4096)
                 assert cfg["BLOCK_M"] >= 16 and cfg["BLOCK_N"] >= 16 and cfg["num_stages"] >= 1
-                short = cfg_fn(d_pad, elem, 20, kernel)
+                short = cfg_fn(d_pad, elem, 20)
                 assert short["BLOCK_M"] <= 32 and short["BLOCK_N"] <= 32
     # 128x64 fp16 tiles at head_dim 128 need 32 KiB per K/V stage: only one stage fits 99 KiB next to Q
     assert tuning.fwd_config(128, 2, 4096)["num_stages"] < tuning.fwd_config(64, 2, 4096)["num_stages"]

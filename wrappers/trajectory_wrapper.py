@@ -239,8 +239,3 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
             "time": np.array([t], np.float32),
             "reset": np.array([1.0 if self._is_reset else 0.0], np.float32),
         }
-
-    @property
-    def elapsed_steps(self) -> int:
-        """Steps taken since the last reset."""
-        return self._step

@@ -165,7 +165,8 @@ def _launch(kernel_name: str, kernel, grid_len: int, bh: int, args: tuple, const
         key = "BLOCK_M" if kernel_name != "dkdv" else "BLOCK_N"
         tuned[lambda meta: (triton.cdiv(grid_len, meta[key]), bh)](*args, **consts)
         return
-    cfg = (fwd_config if kernel_name == "fwd" else bwd_config)(d_pad, elem, L, kernel_name, _interpreting())
+    cfg = (fwd_config(d_pad, elem, L, _interpreting()) if kernel_name == "fwd"
+           else bwd_config(d_pad, elem, L, kernel_name, _interpreting()))
     tile = cfg["BLOCK_M"] if kernel_name != "dkdv" else cfg["BLOCK_N"]
     kernel[(triton.cdiv(grid_len, tile), bh)](*args, **consts, **cfg)
 

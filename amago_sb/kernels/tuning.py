@@ -49,7 +49,7 @@ def _short(L: int, tile: int) -> int:
     return max(16, min(tile, triton.next_power_of_2(max(L, 1))))
 
 
-def fwd_config(d_pad: int, elem: int, L: int, kernel: str = "fwd", interpret: bool = False) -> dict:
+def fwd_config(d_pad: int, elem: int, L: int, interpret: bool = False) -> dict:
     """BLOCK_M, BLOCK_N, num_warps, num_stages of the forward kernel.
 
     fp16/bf16: 128x64 tiles, 8 warps (4 warps sit at the 255-register ceiling and spill without causality).

@@ -97,10 +97,6 @@ class MultiCategorical:
             outs.append(hard + d.probs - d.probs.detach())
         return torch.cat(outs, dim=-1)
 
-    def one_hot(self, a: torch.Tensor) -> torch.Tensor:
-        """Integer actions ``(..., n_sub)`` -> concatenated one-hots ``(..., sum(nvec))``."""
-        return torch.cat([F.one_hot(a[..., i].long(), n).float() for i, n in enumerate(self.nvec)], dim=-1)
-
 
 class TanhGaussian:
     """``a = tanh(mu + std * eps)`` with ``params`` ``(..., 2 * A)`` = (mu, raw log std)."""
