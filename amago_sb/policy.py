@@ -38,7 +38,7 @@ from amago_sb.networks import (
 )
 from amago_sb.serialization import decode, encode
 from wrappers.spaces import shape_of
-from wrappers.trajectory import flatten_keys
+from wrappers.trajectory import flatten_keys, flatten_obs
 from wrappers.trajectory_wrapper import has_trajectory_keys, is_trajectory_space
 
 __all__ = ["AMAGOPolicy", "TransformerPolicy", "GRUPolicy", "LRUPolicy", "FFPolicy", "RAW_OBS_HELP",
@@ -49,17 +49,6 @@ RAW_OBS_HELP = (
     "'time', 'reset'). Fix: env = model.wrap_env(env) (any gymnasium env, id or VecEnv), e.g. "
     "evaluate_policy(model, model.wrap_env(env)); or step model.get_env(), which is already wrapped."
 )
-
-
-def flatten_obs(obs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested observation dicts -> ``{"a/b": value}`` (the replay's key convention)."""
-    out: dict[str, Any] = {}
-    for k, v in obs.items():
-        if isinstance(v, Mapping):
-            out.update(flatten_obs(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 class AMAGOPolicy(BasePolicy):

@@ -18,12 +18,14 @@ A :class:`Trajectory` holds one (part of an) outer episode as seen through the t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["Trajectory", "flatten_keys"]
+__all__ = ["Trajectory", "flatten_keys", "flatten_obs"]
 
 
 def flatten_keys(space: spaces.Dict, prefix: str = "") -> dict[str, spaces.Space]:
@@ -35,6 +37,18 @@ def flatten_keys(space: spaces.Dict, prefix: str = "") -> dict[str, spaces.Space
             out.update(flatten_keys(sub, prefix=f"{name}/"))
         else:
             out[name] = sub
+    return out
+
+
+def flatten_obs(obs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a (possibly nested) observation dict into ``{"a/b": value}``: the key convention of
+    :func:`flatten_keys`, the replay files and the policy's inputs."""
+    out: dict[str, Any] = {}
+    for key, value in obs.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_obs(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from gymnasium import spaces
 
 from wrappers.spaces import UnsupportedSpaceError, action_dim, check_action_space, check_observation_space, encode_action
-from wrappers.trajectory import flatten_keys
+from wrappers.trajectory import flatten_keys, flatten_obs
 
 __all__ = [
     "TrajectoryWrapper",
@@ -65,16 +65,6 @@ def is_trajectory_space(space: spaces.Space) -> bool:
 def _obs_entries(space: spaces.Space) -> dict[str, spaces.Space]:
     """``{"obs": space}``, or ``{"obs/<sub>": leaf}`` for a ``Dict`` observation (kept flat: SB3 VecEnvs reject nesting)."""
     return flatten_keys(space, prefix="obs/") if isinstance(space, spaces.Dict) else {"obs": space}
-
-
-def _flatten_obs(observation: Any, prefix: str = "obs/") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in observation.items():
-        if isinstance(value, dict):
-            out.update(_flatten_obs(value, prefix=f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def trajectory_space(observation_space: spaces.Space, action_space: spaces.Space) -> spaces.Dict:
@@ -233,7 +223,7 @@ class TrajectoryWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
             )
         t = float(self._step) / self.max_episode_steps if self.max_episode_steps else float(self._step)
         return {
-            **(_flatten_obs(observation) if self._dict_obs else {"obs": observation}),
+            **(flatten_obs(observation, "obs/") if self._dict_obs else {"obs": observation}),
             "prev_action": self._prev_action.copy(),
             "prev_reward": np.array([self._prev_reward], np.float32),
             "time": np.array([t], np.float32),

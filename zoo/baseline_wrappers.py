@@ -24,6 +24,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from wrappers.trajectory import flatten_keys
+
 __all__ = ["OneHotObservation", "needs_baseline_wrapper", "is_image_space"]
 
 
@@ -82,16 +84,6 @@ def _leaf_to_vector(space: spaces.Space, x: Any) -> np.ndarray:
     raise TypeError(f"OneHotObservation cannot convert observations of a {type(space).__name__} space.")
 
 
-def _flatten_dict(space: spaces.Dict, prefix: str = "") -> dict[str, spaces.Space]:
-    out: dict[str, spaces.Space] = {}
-    for key, sub in space.spaces.items():
-        if isinstance(sub, spaces.Dict):
-            out.update(_flatten_dict(sub, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = sub
-    return out
-
-
 def _get(obs: dict, path: str):
     for part in path.split("/"):
         obs = obs[part]
@@ -111,7 +103,7 @@ class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.ObservationWrapper.__init__(self, env)
         space = env.observation_space
-        self._leaves = _flatten_dict(space) if isinstance(space, spaces.Dict) else None
+        self._leaves = flatten_keys(space) if isinstance(space, spaces.Dict) else None
         self._keep_dict = self._leaves is not None and any(is_image_space(s) for s in self._leaves.values())
         if self._keep_dict:
             self.observation_space = spaces.Dict(

@@ -27,19 +27,13 @@ from typing import Any
 import numpy as np
 
 from amago_sb.replay.store import TrajectoryStore
-from wrappers.trajectory import Trajectory
+from wrappers.trajectory import Trajectory, flatten_obs
 
 __all__ = ["VecTrajectoryRecorder"]
 
 
-def _flatten(obs: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for k, v in obs.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = np.asarray(v)
-    return out
+def _flatten(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in flatten_obs(obs).items()}
 
 
 class VecTrajectoryRecorder:
