@@ -43,7 +43,7 @@ from amago_sb.serialization import UnsafeCheckpointError, encode_data, read_chec
 from amago_sb.update import accumulate, gradient_step
 from wrappers.vec_trajectory import ensure_trajectory_vec_env
 
-__all__ = ["AMAGO", "GAMMA_PRESETS", "episode_context_len", "resolve_gammas"]
+__all__ = ["AMAGO", "GAMMA_PRESETS", "episode_context_len", "resolve_gammas", "updates_per_phase"]
 
 SelfAMAGO = TypeVar("SelfAMAGO", bound="AMAGO")
 
@@ -128,6 +128,14 @@ def resolve_gammas(gammas: Any, main_gamma: float | None) -> tuple[tuple[float, 
                          f"(main_gamma={main_gamma!r}).")
     values = sorted(set(values))
     return tuple(values), values[-1] if main_gamma is None else float(main_gamma)
+
+
+def updates_per_phase(gradient_steps: int | None, train_freq: int, n_envs: int) -> int:
+    """Updates after each collection of ``train_freq`` vector steps: ``gradient_steps``, or for None AMAGO's default
+    ratio, one update per 16 env steps (``train_freq * n_envs / 16``, at least 1)."""
+    if gradient_steps is not None:
+        return int(gradient_steps)
+    return max(1, round(train_freq * n_envs / 16))
 
 
 def env_episode_length(env: VecEnv | None) -> int | None:
@@ -597,9 +605,7 @@ class AMAGO(BaseAlgorithm):
     @property
     def updates_per_phase(self) -> int:
         """Gradient updates after each collection of ``train_freq`` vector steps."""
-        if self.gradient_steps is not None:
-            return self.gradient_steps
-        return max(1, round(self.train_freq * self.n_envs / 16))
+        return updates_per_phase(self.gradient_steps, self.train_freq, self.n_envs)
 
     def _flush_recorder(self) -> None:
         if getattr(self, "_recorder_live", False):

@@ -106,8 +106,9 @@ def _build_model(args: LearnArgs, ctx, seed: int, raw: dict, hyperparams: dict, 
 def default_n_updates(raw: dict, model) -> int:
     """Updates of a single-process run of the yml budget: ``n_timesteps * gradient_steps / (train_freq * n_envs)``."""
     n_envs = int(raw.get("n_envs", 1))
-    # gradient_steps=None means AMAGO's default ratio (AMAGO.updates_per_phase): 1 update per 16 env steps
-    per_phase = model.gradient_steps if model.gradient_steps is not None else max(1, round(model.train_freq * n_envs / 16))
+    from amago_sb.algorithm import updates_per_phase
+
+    per_phase = updates_per_phase(model.gradient_steps, model.train_freq, n_envs)
     return max(1, math.ceil(int(raw.get("n_timesteps", 0)) * per_phase / (model.train_freq * n_envs)))
 
 
