@@ -214,6 +214,9 @@ class AMAGO(BaseAlgorithm):
         n_envs: copies of the env when ``env`` is an id.
         sampler_workers: DataLoader worker processes that sample replay windows in the background (0: sample in
             the learner process; workers pay off when cores are free, not on a 2-core machine).
+        log_interval_steps: logs are written every ``log_interval`` episodes (``learn``'s argument, as in SB3) and
+            also after this many env steps without a write (None: episodes only), so that runs with long episodes
+            (Crafter: 10,000 steps) log ``train/`` and ``rollout/`` keys on schedule.
         sampler_cache_bytes: memory bound of the LRU of loaded trajectories in the sampler (and in each worker);
             default 1 GiB.
         chunk_len: transitions per stored replay file for long episodes (default ``4 * context_len``).
@@ -273,6 +276,7 @@ class AMAGO(BaseAlgorithm):
         max_nonfinite_updates: int = 10,
         sampler_workers: int = 0,
         sampler_cache_bytes: int = 1 << 30,
+        log_interval_steps: int | None = 10_000,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -296,7 +300,7 @@ class AMAGO(BaseAlgorithm):
             check_number(name, val, integer=True, low=low)
         optional_ints: dict[str, tuple[Any, int]] = dict(
             gradient_steps=(gradient_steps, 0), exploration_steps=(exploration_steps, 0), chunk_len=(chunk_len, 1),
-            num_threads=(num_threads, 1))
+            num_threads=(num_threads, 1), log_interval_steps=(log_interval_steps, 1))
         for name, (val, low) in optional_ints.items():
             check_number(name, val, integer=True, low=low, allow_none=True)
         check_number("num_critics_td", num_critics_td, integer=True, low=1, high=num_critics)
@@ -351,6 +355,7 @@ class AMAGO(BaseAlgorithm):
         self.replay_fsync = replay_fsync
         self.max_nonfinite_updates, self._nonfinite_skips = max_nonfinite_updates, 0
         self.sampler_workers, self.sampler_cache_bytes = int(sampler_workers), int(sampler_cache_bytes)
+        self.log_interval_steps = None if log_interval_steps is None else int(log_interval_steps)
         if padded_sampling not in PADDED_SAMPLING:
             raise ValueError(f"padded_sampling must be one of {PADDED_SAMPLING}, got {padded_sampling!r}.")
         self.padded_sampling = padded_sampling
@@ -560,6 +565,7 @@ class AMAGO(BaseAlgorithm):
         callback.on_training_start(locals(), globals())
         self._log_interval = log_interval
         self._episodes_logged = self._episode_num
+        self._steps_logged = self.num_timesteps
         while self.num_timesteps < total_timesteps:
             if not self.collect_rollouts(callback):
                 break
@@ -640,8 +646,11 @@ class AMAGO(BaseAlgorithm):
             callback.update_locals(locals())
             if not callback.on_step():
                 return False
-            if self._log_interval and self._episode_num - self._episodes_logged >= self._log_interval:
-                self._episodes_logged = self._episode_num
+            episodes_due = self._log_interval and self._episode_num - self._episodes_logged >= self._log_interval
+            steps_due = (self.log_interval_steps is not None
+                         and self.num_timesteps - self._steps_logged >= self.log_interval_steps)
+            if episodes_due or steps_due:  # long episodes (Crafter) still log on schedule
+                self._episodes_logged, self._steps_logged = self._episode_num, self.num_timesteps
                 self._dump_logs()
         callback.on_rollout_end()
         return True

@@ -349,3 +349,18 @@ def test_dropout_option_is_active_in_training_only():
     pol.set_training_mode(False)
     with torch.no_grad():
         torch.testing.assert_close(features(), features())  # acting / evaluation: deterministic
+
+
+def test_logs_are_written_on_schedule_without_finished_episodes(tmp_path):
+    """Episodes longer than the run (as Crafter's 10,000 steps): train/ and rollout/ keys still get written."""
+    import csv
+
+    from stable_baselines3.common.logger import configure
+
+    env = make_vec_env(lambda: wrappers.make_env("TMazePassive-v0", corridor_length=500), n_envs=2)
+    model = tiny(env=env, learning_starts=16, log_interval_steps=64)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(256)
+    assert model._episode_num == 0  # no episode finished
+    rows = list(csv.DictReader(open(tmp_path / "progress.csv")))
+    assert len(rows) >= 3 and rows[-1]["train/critic_loss"] and rows[-1]["rollout/exploration_eps"]

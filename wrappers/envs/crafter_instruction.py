@@ -109,8 +109,11 @@ def make_crafter_instruction(
     radius: float = 2.0,
     task_probs: Sequence[float] = (0.6, 0.25, 0.15),
     max_events: int = 8,
+    obs_mode: str = "pixels",
+    render_mode: str | None = None,
 ) -> gym.Env:
-    """``CrafterInstruction-v0``: ``InstructionWrapper(TrajectoryWrapper(CrafterEnv))`` with :class:`CrafterGoals`."""
+    """``CrafterInstruction-v0``: ``InstructionWrapper(TrajectoryWrapper(CrafterEnv))`` with :class:`CrafterGoals`;
+    ``obs_mode="symbolic"`` for the fast, render-free observation, ``render_mode="rgb_array"`` for videos."""
     from wrappers.instruction import InstructionWrapper
 
     goals = CrafterGoals(
@@ -119,7 +122,8 @@ def make_crafter_instruction(
         radius=radius,
         task_probs=task_probs,
     )
-    env = CrafterEnv(area=area, view=view, size=size, reward=False, length=length)
+    env = CrafterEnv(area=area, view=view, size=size, reward=False, length=length, obs_mode=obs_mode,
+                     render_mode=render_mode)
     wrapped = InstructionWrapper(
         env,
         goals.vocabulary,
