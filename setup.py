@@ -17,6 +17,7 @@ setup(
         "stable-baselines3>=2.4",
         "sb3-contrib>=2.4",
         "popgym>=1.0.7",
+        "mazelib>=0.9",  # popgym's 6 Labyrinth envs
         "crafter>=1.8",
         "numba>=0.58",  # opensimplex (crafter's world generator) JIT-compiles with it: worlds ~20x faster
         "tensorboard>=2.14",

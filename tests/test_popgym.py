@@ -15,7 +15,7 @@ from wrappers.envs.popgym_adapter import make_popgym, popgym_env_ids
 
 def test_all_popgym_envs_make_and_step():
     ids = popgym_env_ids()
-    assert len(ids) == len(popgym.envs.ALL) >= 40
+    assert len(ids) == len(popgym.envs.ALL) == 48  # the 6 Labyrinth envs included (mazelib)
     for env_id in ids:
         assert not is_trajectory_space(gym.make(env_id).observation_space), env_id  # plain by default, as every id
         env = gym.make(env_id, trajectory=True)
@@ -67,6 +67,13 @@ def test_lengthless_popgym_envs_get_a_length():
             steps += 1
             done = term or trunc
         assert steps <= length and obs["time"][0] <= 1.0
+
+
+def test_popgyms_own_spelling_of_an_id_gives_our_adapter():
+    """popgym registers VelocityOnlyCartpole* (lowercase p) for its class VelocityOnlyCartPole."""
+    for env_id in ("popgym-VelocityOnlyCartpoleEasy-v0", "popgym-VelocityOnlyCartPoleEasy-v0"):
+        env = gym.make(env_id, trajectory=True)
+        assert is_trajectory_space(env.observation_space) and env.get_wrapper_attr("fixed_horizon"), env_id
 
 
 def test_unknown_popgym_name():

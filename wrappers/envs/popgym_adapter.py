@@ -90,7 +90,16 @@ def popgym_env_ids() -> list[str]:
 
 def register_popgym() -> None:
     """Register (or re-register over popgym's own) ``popgym-<ClassName>-v0`` for every POPGym env."""
+    ours = {}
     for name in _popgym_classes():
         env_id = f"popgym-{name}-v0"
         gym.registry.pop(env_id, None)
         gym.register(id=env_id, entry_point="wrappers.envs.popgym_adapter:make_popgym", kwargs={"name": name})
+        ours[env_id.lower()] = name
+    # popgym registers some ids with another spelling than its class (``VelocityOnlyCartpole*`` for the class
+    # ``VelocityOnlyCartPole``): those ids get our adapter too, so both spellings give the same env
+    for env_id in [i for i in gym.registry if i.startswith("popgym-")]:
+        name = ours.get(env_id.lower())
+        if name is not None and env_id != f"popgym-{name}-v0":
+            gym.registry.pop(env_id)
+            gym.register(id=env_id, entry_point="wrappers.envs.popgym_adapter:make_popgym", kwargs={"name": name})
