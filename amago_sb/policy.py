@@ -70,6 +70,10 @@ class AMAGOPolicy(BasePolicy):
             ``"FF"``) or a class implementing ``amago_sb.networks.TrajEncoder``; default: the policy class's.
         traj_encoder_kwargs: extra constructor arguments of that encoder (e.g. ``{"state_dim": 128}`` for the LRU).
         popart_beta: PopArt EMA rate.
+        popart_init_nu: PopArt's initial second moment of the TD targets (reward-multiplied units), which the first
+            statistics updates blend in: a floor on the value scale early in training. Default 100 (the original's);
+            tasks whose rewards are tiny per step (POPGym's +-1/T) may learn faster with a smaller one
+            (bench/results/continuous_diag/README.md).
         weight_decay: AdamW L2 coefficient.
     """
 
@@ -97,6 +101,7 @@ class AMAGOPolicy(BasePolicy):
         tstep_hidden: int | None = None,
         head_hidden: int = 64,
         popart_beta: float = 5e-4,
+        popart_init_nu: float = 100.0,
         weight_decay: float = 1e-3,
         traj_encoder_class: type[nn.Module] | str | None = None,
         traj_encoder_kwargs: dict[str, Any] | None = None,
@@ -117,7 +122,7 @@ class AMAGOPolicy(BasePolicy):
         self.cfg: dict[str, Any] = dict(gammas=gammas, main_gamma=main_gamma, context_len=context_len, num_critics=num_critics,
                         d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, dropout=dropout,
                         normformer=normformer, tstep_dim=tstep_dim, tstep_hidden=tstep_hidden, head_hidden=head_hidden,
-                        popart_beta=popart_beta, weight_decay=weight_decay)
+                        popart_beta=popart_beta, popart_init_nu=popart_init_nu, weight_decay=weight_decay)
         enc_cls = resolve_traj_encoder(traj_encoder_class if traj_encoder_class is not None else self.traj_encoder_name)
         self.cfg.update(traj_encoder_class=enc_cls, traj_encoder_kwargs=dict(traj_encoder_kwargs or {}))
         self.spec = ActionSpec(action_space)
@@ -139,7 +144,7 @@ class AMAGOPolicy(BasePolicy):
         # Polyak targets of the heads only; the target uses the online encoder's features (no target encoder, as AMAGO)
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
-        self.popart = PopArt(len(g), beta=popart_beta)
+        self.popart = PopArt(len(g), beta=popart_beta, init_nu=popart_init_nu)
         self._build(lr_schedule)
 
     def _build(self, lr_schedule: Schedule) -> None:

@@ -364,3 +364,8 @@ def test_logs_are_written_on_schedule_without_finished_episodes(tmp_path):
     assert model._episode_num == 0  # no episode finished
     rows = list(csv.DictReader(open(tmp_path / "progress.csv")))
     assert len(rows) >= 3 and rows[-1]["train/critic_loss"] and rows[-1]["rollout/exploration_eps"]
+
+
+def test_popart_init_nu_is_a_policy_option():
+    model = tiny(policy_kwargs={**TINY["policy_kwargs"], "popart_init_nu": 1.0})
+    assert float(model.policy.popart.nu[0]) == 1.0 and float(tiny().policy.popart.nu[0]) == 100.0
