@@ -99,7 +99,7 @@ def register_popgym() -> None:
     # popgym registers some ids with another spelling than its class (``VelocityOnlyCartpole*`` for the class
     # ``VelocityOnlyCartPole``): those ids get our adapter too, so both spellings give the same env
     for env_id in [i for i in gym.registry if i.startswith("popgym-")]:
-        name = ours.get(env_id.lower())
-        if name is not None and env_id != f"popgym-{name}-v0":
+        cls_name = ours.get(env_id.lower())
+        if cls_name is not None and env_id != f"popgym-{cls_name}-v0":
             gym.registry.pop(env_id)
-            gym.register(id=env_id, entry_point="wrappers.envs.popgym_adapter:make_popgym", kwargs={"name": name})
+            gym.register(id=env_id, entry_point="wrappers.envs.popgym_adapter:make_popgym", kwargs={"name": cls_name})
