@@ -116,18 +116,7 @@ class EpisodicExploration:
         """Noisy copy of the policy's actions ``(n_envs, ...)`` (Box actions in [-1, 1]); advances ``episode_step``."""
         eps = self.epsilon(num_timesteps)  # (n_envs,)
         self.episode_step += 1
-        if self.spec.kind == "box":
-            noise = self.rng.standard_normal(actions.shape).astype(actions.dtype)
-            return np.clip(actions + eps.reshape(-1, *([1] * (actions.ndim - 1))) * noise, -1.0, 1.0)
-        out = actions.copy()
-        swap = self.rng.random(self.n_envs) < eps
-        if swap.any():
-            k = int(swap.sum())
-            if self.spec.kind == "discrete":
-                out[swap] = self.rng.integers(0, self.spec.n, size=k)
-            else:
-                out[swap] = np.stack([self.rng.integers(0, n, size=k) for n in self.spec.nvec], axis=-1)
-        return out
+        return self.spec.explore(actions, eps, self.rng)  # epsilon-greedy ids / Gaussian noise on Box actions
 
 
 class QuietCorridorExploration(EpisodicExploration):

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from amago_sb.replay import Batch
 
@@ -70,7 +69,7 @@ def amago_loss(
             q_next = policy.target_critics(s_next)  # (B, W-1, C, G, A)
             q_next = (q_next * pi_next.probs.unsqueeze(2)).sum(-1)  # (B, W-1, C, G): E_{a'~pi}[Q]
         else:
-            q_next = policy.target_critics(s_next, _critic_action(spec, pi_next.sample()))  # (B, W-1, C, G)
+            q_next = policy.target_critics(s_next, spec.critic_input(pi_next.sample()))  # (B, W-1, C, G)
         q_next = popart.denormalized(q_next)
         y = cfg.reward_multiplier * r[..., None, None] + gammas * (1.0 - done[..., None, None]) * q_next  # (B, W-1, C, G)
         if cfg.online_coeff > 0:
@@ -90,7 +89,7 @@ def amago_loss(
         idx = a_buf.long()[..., None, None, None].expand(*q_all.shape[:-1], 1)
         q_buf = q_all.gather(-1, idx).squeeze(-1)  # (B, W-1, C, G)
     else:
-        a_in = _critic_action(spec, a_buf).unsqueeze(-2).expand(*a_buf.shape[:2], len(gammas), -1)
+        a_in = spec.critic_input(a_buf).unsqueeze(-2).expand(*a_buf.shape[:2], len(gammas), -1)
         q_buf = policy.critics(s_t, a_in)  # (B, W-1, C, G)
     critic_loss = masked_mean((popart.normalized(q_buf) - y_norm) ** 2, tmask)
 
@@ -98,7 +97,7 @@ def amago_loss(
     if spec.discrete:
         q_pi = (q_all.detach() * pi.probs.unsqueeze(2)).sum(-1)  # (B, W-1, C, G), gradient only through pi
     else:
-        a_pi = _critic_action(spec, pi.rsample() if spec.kind == "box" else pi.straight_through())  # (B, W-1, G, A_in)
+        a_pi = spec.critic_input(spec.differentiable_action(pi))  # reparameterized / straight-through: (B, W-1, G, A_in)
         q_pi = policy.critics(s_t.detach(), a_pi, detach_params=True)  # (B, W-1, C, G)
     online = -popart.normalized(q_pi.min(dim=2).values)  # (B, W-1, G)
     with torch.no_grad():
@@ -127,18 +126,3 @@ def amago_loss(
         for i, e in enumerate(entropies):
             stats[f"attn_entropy_l{i}"] = e.detach()
     return loss, stats
-
-
-#: Box actions enter the critics clamped to +-BOX_CRITIC_CLAMP (the original's guard: past it the ``-Q`` gradient is zero,
-#: so the actor cannot be pushed to the border of the action space, where tanh saturates and learning stalls).
-BOX_CRITIC_CLAMP = 0.999
-
-
-def _critic_action(spec, a: torch.Tensor) -> torch.Tensor:
-    """Actions -> critic input: MultiDiscrete integer ids -> concatenated one-hots; Box clamped to
-    ``+-BOX_CRITIC_CLAMP``; one-hot inputs unchanged."""
-    if spec.kind == "box":
-        return a.clamp(-BOX_CRITIC_CLAMP, BOX_CRITIC_CLAMP)
-    if spec.kind == "multidiscrete" and not a.is_floating_point():
-        return torch.cat([F.one_hot(a[..., i].long(), n).float() for i, n in enumerate(spec.nvec)], dim=-1)
-    return a

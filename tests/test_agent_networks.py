@@ -129,12 +129,22 @@ def test_popart_first_update_blends_with_the_initial_statistics():
     torch.testing.assert_close(pop.nu, torch.tensor([100.0]), rtol=1e-3, atol=1e-3)
 
 
-def test_box_actions_are_clamped_at_the_critic_input():
-    from amago_sb.losses import _critic_action
+def test_action_spec_is_one_class_per_kind():
+    from amago_sb.networks.distributions import BoxActions, DiscreteActions, MultiDiscreteActions
 
+    assert type(ActionSpec(spaces.Discrete(3))) is DiscreteActions and ActionSpec(spaces.Discrete(3)).discrete
+    assert type(ActionSpec(spaces.MultiDiscrete([2, 3]))) is MultiDiscreteActions
+    assert type(ActionSpec(spaces.Box(-1, 1, (2,)))) is BoxActions
+    with pytest.raises(ValueError, match="MultiBinary"):
+        ActionSpec(spaces.MultiBinary(3))
+    md = ActionSpec(spaces.MultiDiscrete([2, 3]))
+    assert md.critic_input(torch.tensor([[1, 2]])).tolist() == [[0.0, 1.0, 0.0, 0.0, 1.0]]
+
+
+def test_box_actions_are_clamped_at_the_critic_input():
     spec = ActionSpec(spaces.Box(-1, 1, (3,)))
     a = torch.tensor([1.0, -1.0, 0.5], requires_grad=True)
-    out = _critic_action(spec, a)
+    out = spec.critic_input(a)
     assert out.tolist() == pytest.approx([0.999, -0.999, 0.5])
     out.sum().backward()
     assert a.grad.tolist() == [0.0, 0.0, 1.0]  # no -Q gradient pushes an action further past the border

@@ -17,6 +17,7 @@ Shapes: ``...`` is any batch shape (e.g. ``(B, L, G)`` with one distribution per
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ from gymnasium import spaces
 
 from wrappers.spaces import shape_of
 
-__all__ = ["ActionSpec", "ClippedCategorical", "MultiCategorical", "TanhGaussian", "unsupported_action_reason"]
+__all__ = ["ActionSpec", "BOX_CRITIC_CLAMP", "BoxActions", "ClippedCategorical", "DiscreteActions", "MultiCategorical",
+           "MultiDiscreteActions", "TanhGaussian", "unsupported_action_reason"]
 
 
 def unsupported_action_reason(space: spaces.Space) -> str | None:
@@ -129,59 +131,183 @@ class TanhGaussian:
         return self.log_std.sum(-1)
 
 
+#: Box actions enter the critics clamped to +-BOX_CRITIC_CLAMP (the original's guard: past it the ``-Q`` gradient is zero,
+#: so the actor cannot be pushed to the border of the action space, where tanh saturates and learning stalls).
+BOX_CRITIC_CLAMP = 0.999
+
+
 class ActionSpec:
-    """How an action space maps to actor outputs, distributions and critic inputs."""
+    """How an action space maps to actor outputs, distributions, critic inputs and exploration noise.
+
+    ``ActionSpec(space)`` returns the class of the space's kind: :class:`DiscreteActions`, :class:`MultiDiscreteActions`
+    or :class:`BoxActions`; code that differs per kind lives in these classes, not in ``if kind`` tests elsewhere.
+    ``discrete`` (critics output Q for every action instead of taking the action as input) is the one distinction
+    the loss's math makes itself.
+
+    Attributes:
+        param_dim: actor outputs per discount head; critic_action_dim: width of the critic's action input (0 when
+        the critic outputs Q per action).
+    """
+
+    kind: str = ""
+    discrete: bool = False
+    param_dim: int
+    critic_action_dim: int
+
+    def __new__(cls, space: spaces.Space | None = None) -> ActionSpec:
+        if cls is ActionSpec and space is not None:  # dispatch to the class of the space's kind (copies pass no space)
+            reason = unsupported_action_reason(space)
+            if reason is not None:
+                raise ValueError(reason)
+            kind = (DiscreteActions if isinstance(space, spaces.Discrete)
+                    else MultiDiscreteActions if isinstance(space, spaces.MultiDiscrete) else BoxActions)
+            return super().__new__(kind)
+        return super().__new__(cls)
 
     def __init__(self, space: spaces.Space) -> None:
-        reason = unsupported_action_reason(space)
-        if reason is not None:
-            raise ValueError(reason)
         self.space = space
-        self.start: torch.Tensor | None = None  # first id of integer actions (gymnasium's ``start``), when not 0
-        if isinstance(space, spaces.Discrete):
-            self.kind, self.n = "discrete", int(space.n)
-            self.param_dim, self.critic_action_dim = self.n, 0
-            if int(space.start) != 0:
-                self.start = torch.tensor(int(space.start))
-        elif isinstance(space, spaces.MultiDiscrete):
-            self.kind = "multidiscrete"
-            self.nvec = [int(n) for n in space.nvec.reshape(-1)]
-            self.param_dim = self.critic_action_dim = int(sum(self.nvec))
-            if np.any(space.start != 0):
-                self.start = torch.as_tensor(np.asarray(space.start).reshape(-1), dtype=torch.long)
-        else:
-            self.kind = "box"
-            assert isinstance(space, spaces.Box)
-            self.shape: tuple[int, ...] = shape_of(space)
-            self.dim = int(np.prod(self.shape))
-            self.low = torch.as_tensor(space.low.reshape(-1), dtype=torch.float32)
-            self.high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32)
-            self.param_dim, self.critic_action_dim = 2 * self.dim, self.dim
-
-    @property
-    def discrete(self) -> bool:
-        return self.kind == "discrete"
 
     def dist(self, params: torch.Tensor) -> ClippedCategorical | MultiCategorical | TanhGaussian:
-        if self.kind == "discrete":
-            return ClippedCategorical(params)
-        if self.kind == "multidiscrete":
-            return MultiCategorical(params, self.nvec)
+        """The policy distribution(s) from actor outputs ``(..., param_dim)``."""
+        raise NotImplementedError
+
+    def normalize(self, env_action: torch.Tensor) -> torch.Tensor:
+        """Replay actions (env units) as the policy sees them: Box -> [-1, 1] ``(..., A)``; ids counted from 0."""
+        raise NotImplementedError
+
+    def to_env(self, action: np.ndarray) -> np.ndarray:
+        """Policy actions ``(n, ...)`` -> env actions."""
+        raise NotImplementedError
+
+    def critic_input(self, a: torch.Tensor) -> torch.Tensor:
+        """Actions as the critics take them (only for ``discrete=False``)."""
+        raise NotImplementedError
+
+    def differentiable_action(self, pi: Any) -> torch.Tensor:
+        """An action of ``pi`` through which ``-Q`` has a gradient w.r.t. the policy (only for ``discrete=False``)."""
+        raise NotImplementedError
+
+    def critic_input_scale(self, d_features: int) -> float:
+        """Factor on the critic's action input (1: unscaled)."""
+        return 1.0
+
+    def explore(self, actions: np.ndarray, eps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Noisy copy of policy actions ``(n_envs, ...)`` at per-env levels ``eps`` ``(n_envs,)``."""
+        raise NotImplementedError
+
+
+class _IntegerActions(ActionSpec):
+    start: torch.Tensor | None = None  # first id (gymnasium's ``start``), when not 0
+
+    def normalize(self, env_action: torch.Tensor) -> torch.Tensor:
+        return env_action if self.start is None else env_action - self.start.to(env_action.device)
+
+    def to_env(self, action: np.ndarray) -> np.ndarray:
+        return action if self.start is None else action + self.start.numpy()
+
+    def _random_ids(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def explore(self, actions: np.ndarray, eps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Epsilon-greedy: with probability ``eps`` a uniformly random action replaces the policy's."""
+        out = actions.copy()
+        swap = rng.random(len(eps)) < eps
+        if swap.any():
+            out[swap] = self._random_ids(int(swap.sum()), rng)
+        return out
+
+
+class DiscreteActions(_IntegerActions):
+    """``Discrete(n)``: clipped Categorical; the critics output Q for each of the ``n`` actions."""
+
+    kind, discrete = "discrete", True
+
+    def __init__(self, space: spaces.Space) -> None:
+        super().__init__(space)
+        assert isinstance(space, spaces.Discrete)
+        self.n = int(space.n)
+        self.param_dim, self.critic_action_dim = self.n, 0
+        if int(space.start) != 0:
+            self.start = torch.tensor(int(space.start))
+
+    def dist(self, params: torch.Tensor) -> ClippedCategorical:
+        return ClippedCategorical(params)
+
+    def _random_ids(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(0, self.n, size=k)
+
+
+class MultiDiscreteActions(_IntegerActions):
+    """``MultiDiscrete(nvec)``: product of clipped Categoricals; the critics take concatenated one-hots."""
+
+    kind = "multidiscrete"
+
+    def __init__(self, space: spaces.Space) -> None:
+        super().__init__(space)
+        assert isinstance(space, spaces.MultiDiscrete)
+        self.nvec = [int(n) for n in space.nvec.reshape(-1)]
+        self.param_dim = self.critic_action_dim = int(sum(self.nvec))
+        if np.any(space.start != 0):
+            self.start = torch.as_tensor(np.asarray(space.start).reshape(-1), dtype=torch.long)
+
+    def dist(self, params: torch.Tensor) -> MultiCategorical:
+        return MultiCategorical(params, self.nvec)
+
+    def critic_input(self, a: torch.Tensor) -> torch.Tensor:
+        """Integer ids -> concatenated one-hots; one-hot (straight-through) inputs unchanged."""
+        if a.is_floating_point():
+            return a
+        return torch.cat([F.one_hot(a[..., i].long(), n).float() for i, n in enumerate(self.nvec)], dim=-1)
+
+    def differentiable_action(self, pi: Any) -> torch.Tensor:
+        return pi.straight_through()
+
+    def _random_ids(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([rng.integers(0, n, size=k) for n in self.nvec], axis=-1)
+
+
+class BoxActions(ActionSpec):
+    """Bounded ``Box``: tanh-Gaussian in [-1, 1], rescaled to the bounds when acting; Gaussian exploration noise."""
+
+    kind = "box"
+
+    def __init__(self, space: spaces.Space) -> None:
+        super().__init__(space)
+        assert isinstance(space, spaces.Box)
+        self.shape: tuple[int, ...] = shape_of(space)
+        self.dim = int(np.prod(self.shape))
+        self.low = torch.as_tensor(space.low.reshape(-1), dtype=torch.float32)
+        self.high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32)
+        self.param_dim, self.critic_action_dim = 2 * self.dim, self.dim
+
+    def dist(self, params: torch.Tensor) -> TanhGaussian:
         return TanhGaussian(params)
 
     def normalize(self, env_action: torch.Tensor) -> torch.Tensor:
-        """Replay actions as the policy sees them: Box -> [-1, 1] ``(..., A)``; integer actions -> ids from 0."""
-        if self.kind != "box":
-            return env_action if self.start is None else env_action - self.start.to(env_action.device)
         low, high = self.low.to(env_action.device), self.high.to(env_action.device)
         flat = env_action.reshape(*env_action.shape[: env_action.dim() - len(self.shape)], self.dim).float()
         return (2.0 * (flat - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
 
     def to_env(self, action: np.ndarray) -> np.ndarray:
-        """Policy actions ``(n, ...)`` -> env actions: Box rescaled from [-1, 1] to the bounds and reshaped; integer
-        ids shifted by the space's ``start``."""
-        if self.kind != "box":
-            return action if self.start is None else action + self.start.numpy()
+        """[-1, 1] -> the bounds, reshaped to the space's shape."""
         low, high = self.low.numpy(), self.high.numpy()
         out = low + 0.5 * (np.clip(action, -1.0, 1.0) + 1.0) * (high - low)
+        assert self.space.dtype is not None
         return out.reshape(action.shape[0], *self.shape).astype(self.space.dtype)
+
+    def critic_input(self, a: torch.Tensor) -> torch.Tensor:
+        """Clamped to ``+-BOX_CRITIC_CLAMP`` (see there)."""
+        return a.clamp(-BOX_CRITIC_CLAMP, BOX_CRITIC_CLAMP)
+
+    def differentiable_action(self, pi: Any) -> torch.Tensor:
+        return pi.rsample()
+
+    def critic_input_scale(self, d_features: int) -> float:
+        """sqrt(D / A): the A action inputs weigh as much as the D unit-variance features (else the critic can
+        ignore the action)."""
+        return math.sqrt(d_features / self.critic_action_dim)
+
+    def explore(self, actions: np.ndarray, eps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``a + eps * N(0, 1)``, clipped to [-1, 1]."""
+        noise = rng.standard_normal(actions.shape).astype(actions.dtype)
+        return np.clip(actions + eps.reshape(-1, *([1] * (actions.ndim - 1))) * noise, -1.0, 1.0)

@@ -6,8 +6,6 @@ Shapes: ``B`` batch, ``L`` sequence, ``D`` trajectory-encoder features, ``G`` di
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +42,7 @@ class CriticEnsemble(nn.Module):
         super().__init__()
         self.spec, self.n_critics, self.n_gammas = spec, n_critics, len(gammas)
         if spec.discrete:
-            d_inp, d_out = d_in, self.n_gammas * spec.n
+            d_inp, d_out = d_in, self.n_gammas * spec.param_dim
         else:
             d_inp, d_out = d_in + spec.critic_action_dim + 1, 1
             # the discount enters as a feature: -log(1 - gamma) / 5 spreads 0.1 ... 0.9995 over ~[0, 1.5]
@@ -52,7 +50,7 @@ class CriticEnsemble(nn.Module):
             # Box actions are scaled by sqrt(D / A) so that the A action inputs weigh as much as the D unit-variance
             # state features in the first layer. Unscaled (1 of 65 inputs on Pendulum), the critics learned Q nearly
             # flat in the action, and the actor drifted to a saturated tanh (mu -4, std 4) where no gradient is left.
-            self.action_scale = math.sqrt(d_in / spec.critic_action_dim) if spec.kind == "box" else 1.0
+            self.action_scale = spec.critic_input_scale(d_in)
         self.l1 = EnsembleLinear(n_critics, d_inp, d_hidden)
         self.l2 = EnsembleLinear(n_critics, d_hidden, d_hidden)
         self.l3 = EnsembleLinear(n_critics, d_hidden, d_out)
@@ -68,7 +66,7 @@ class CriticEnsemble(nn.Module):
         C = self.n_critics
         if self.spec.discrete:
             q = self._mlp(s.reshape(-1, s.shape[-1]), detach_params)  # (C, N, G * A)
-            return q.transpose(0, 1).reshape(*lead, C, self.n_gammas, self.spec.n)  # (..., C, G, A)
+            return q.transpose(0, 1).reshape(*lead, C, self.n_gammas, self.spec.param_dim)  # (..., C, G, A)
         if a is None:
             raise ValueError("CriticEnsemble needs the action for non-Discrete action spaces.")
         G = self.n_gammas
