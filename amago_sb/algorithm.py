@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import recursive_setattr, save_to_zip_file
@@ -128,6 +128,16 @@ def resolve_gammas(gammas: Any, main_gamma: float | None) -> tuple[tuple[float, 
                          f"(main_gamma={main_gamma!r}).")
     values = sorted(set(values))
     return tuple(values), values[-1] if main_gamma is None else float(main_gamma)
+
+
+def _show_success(callback: BaseCallback, rate: float) -> None:
+    """Show the recent success rate (instruction envs, any env reporting ``is_success``) on SB3's progress bar."""
+    stack: list[Any] = [callback]
+    while stack:
+        cb = stack.pop()
+        stack.extend(getattr(cb, "callbacks", []) or [])
+        if isinstance(cb, ProgressBarCallback) and getattr(cb, "pbar", None) is not None:
+            cb.pbar.set_postfix_str(f"success {rate:.0%}", refresh=False)
 
 
 def updates_per_phase(gradient_steps: int | None, train_freq: int, n_envs: int) -> int:
@@ -652,6 +662,8 @@ class AMAGO(BaseAlgorithm):
             if episodes_due or steps_due:  # long episodes (Crafter) still log on schedule
                 self._episodes_logged, self._steps_logged = self._episode_num, self.num_timesteps
                 self._dump_logs()
+        if self.ep_success_buffer:
+            _show_success(callback, float(np.mean(self.ep_success_buffer)))
         callback.on_rollout_end()
         return True
 

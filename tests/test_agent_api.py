@@ -369,3 +369,19 @@ def test_logs_are_written_on_schedule_without_finished_episodes(tmp_path):
 def test_popart_init_nu_is_a_policy_option():
     model = tiny(policy_kwargs={**TINY["policy_kwargs"], "popart_init_nu": 1.0})
     assert float(model.policy.popart.nu[0]) == 1.0 and float(tiny().policy.popart.nu[0]) == 100.0
+
+
+def test_instruction_success_is_logged_and_shown_on_the_progress_bar(tmp_path):
+    import csv
+
+    from stable_baselines3.common.callbacks import ProgressBarCallback
+    from stable_baselines3.common.logger import configure
+
+    model = tiny(env="GoalGridInstruction-v0", relabel=False)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    bar = ProgressBarCallback()
+    model.learn(400, callback=bar, log_interval=1)
+    assert len(model.ep_success_buffer) > 0  # the instruction env reports SB3's is_success at episode ends
+    rows = list(csv.DictReader(open(tmp_path / "progress.csv")))
+    assert any(r.get("rollout/success_rate") not in (None, "") for r in rows)
+    assert "success" in str(bar.pbar.postfix)

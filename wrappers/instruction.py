@@ -15,6 +15,8 @@ timestep is this instruction reward.
 * ``"achieved"``: ``(max_events, goal_len)`` int64, the goals achieved by this step (padded rows of 0; zeros at reset),
   which is all that :func:`wrappers.relabel` needs.
 * ``"goals_completed"``: int, goals of the instruction completed so far; ``"instruction_success"``: bool.
+* at the last step of an episode, ``"is_success"`` (SB3's key): whether the whole instruction was completed, so
+  ``rollout/success_rate`` is logged and ``EvalCallback`` reports the success rate.
 """
 
 from __future__ import annotations
@@ -191,7 +193,10 @@ class InstructionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         obs["prev_reward"] = np.array([reward], np.float32)
         info = dict(info)
         info.update(achieved=achieved, goals_completed=self.completed, instruction_success=success)
-        return self._observe(obs), reward, bool(terminated or success), bool(truncated and not success), info
+        terminated, truncated = bool(terminated or success), bool(truncated and not success)
+        if terminated or truncated:
+            info["is_success"] = success  # SB3's key: rollout/success_rate, EvalCallback's success rate
+        return self._observe(obs), reward, terminated, truncated, info
 
     def _achieved_rows(self, obs: dict, info: dict) -> np.ndarray:
         goals: list[GoalIds] = []
