@@ -27,6 +27,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 
+from amago_sb.atomic_files import clean_temp_files
 from amago_sb.checkpoint import AtomicCheckpointCallback
 from amago_sb.serialization import read_data_json
 from zoo.algos import build_model, check_algo, check_hyperparams, get_algo_class
@@ -228,6 +229,7 @@ def _run(args: TrainArgs, run_dir: Path, raw: dict[str, Any], hyperparams: dict[
     if args.algo == "amago" and not args.trained_agent and raw.get("replay_dir") is None:
         # keep AMAGO's replay with its run (not in a temp dir that nobody removes); `-i` then resumes with it
         raw["replay_dir"] = hyperparams["replay_dir"] = str(run_dir / "replay")
+    clean_temp_files(run_dir)  # orphans of saves that a kill interrupted (a resumed run's folder may hold some)
     # a resumed run keeps the files of its start and records each continuation next to them
     suffix = f"_resume_{len(list((run_dir / args.env).glob('args_resume_*.yml'))) + 1}" if resumed else ""
     _write_yaml(run_dir / args.env / f"args{suffix}.yml",
