@@ -61,6 +61,27 @@ def test_kv_cache_slides_when_full_and_resets_per_env():
         assert state.count.tolist() == [1, L + 1]
 
 
+def test_kv_cache_keeps_slots_past_lengths_zero_so_decoding_need_not_mask_them():
+    """A reset zeroes the envs it empties (a NaN from an old episode cannot reach the new one); with that invariant the
+    acting path decodes with zero_stale=False, and its output equals the masking decode's."""
+    from amago_sb.kernels import decode_attention
+
+    enc = _tformer(layers=1, ctx=8)
+    with torch.no_grad():
+        state = enc.init_state(2)
+        for i in range(5):
+            _, state = enc.step(torch.randn(2, 8), state)
+        state.k[0][0, :, 2] = float("nan")  # poison env 0's old episode
+        state.reset(torch.tensor([True, False]))
+        assert all(torch.all(c[0] == 0) for c in (*state.k, *state.v)) and torch.any(state.k[0][1] != 0)
+        _, state = enc.step(torch.randn(2, 8), state)
+        lengths = state.count.clamp(max=state.capacity)
+        q = torch.randn(2, state.k[0].shape[1], state.k[0].shape[3])
+        fast = decode_attention(q, state.k[0], state.v[0], lengths, zero_stale=False)
+        assert torch.isfinite(fast).all()
+        torch.testing.assert_close(fast, decode_attention(q, state.k[0], state.v[0], lengths))
+
+
 def test_transformer_padding_does_not_change_valid_rows_and_entropy_is_reported():
     enc = _tformer()
     x = torch.randn(2, 6, 8)

@@ -77,8 +77,14 @@ def decode_attention(
     v_cache: torch.Tensor,
     lengths: torch.Tensor,
     num_splits: int | None = None,
+    zero_stale: bool = True,
 ) -> torch.Tensor:
-    """One query per sequence against a KV cache: ``(B, H, D)``; see the module docstring for the contract."""
+    """One query per sequence against a KV cache: ``(B, H, D)``; see the module docstring for the contract.
+
+    ``zero_stale``: zero the cache slots at or past ``lengths`` first, so that whatever they hold (NaN included) cannot
+    reach the output. A caller whose caches keep those slots zero (``networks.KVCache``) passes False and saves the
+    copy of both caches per call (the Triton kernel never reads them, so it ignores the flag).
+    """
     lens = check_decode_inputs(q, k_cache, v_cache, lengths)
     if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
         raise ValueError(f"num_splits must be a positive int or None, got {num_splits!r}")
@@ -88,5 +94,5 @@ def decode_attention(
 
         return triton_decode_attention(q, k_cache, v_cache, lens, num_splits)
     if backend == "sdpa":
-        return sdpa_decode_attention(q, k_cache, v_cache, lens)
-    return decode_attention_reference(q, k_cache, v_cache, lens)
+        return sdpa_decode_attention(q, k_cache, v_cache, lens, zero_stale)
+    return decode_attention_reference(q, k_cache, v_cache, lens, zero_stale)

@@ -144,14 +144,15 @@ def attention_entropy(
 
 
 def decode_attention_reference(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor, zero_stale: bool = True
 ) -> torch.Tensor:
     """One query per sequence against a KV cache. q ``(B, H, D)``, caches ``(B, H, S, D)``, lengths ``(B,)``.
 
     Returns ``(B, H, D)``: softmax attention over cache entries ``< lengths[b]``; zeros where the length is 0.
     """
     S = k_cache.shape[-2]
-    k_cache, v_cache = zero_padding(k_cache, lengths), zero_padding(v_cache, lengths)  # stale slots may hold anything
+    if zero_stale:  # stale slots may hold anything (see amago_sb.kernels.decode_attention)
+        k_cache, v_cache = zero_padding(k_cache, lengths), zero_padding(v_cache, lengths)
     scores = (q[:, :, None, :] @ k_cache.transpose(-1, -2))[:, :, 0, :] * q.shape[-1] ** -0.5  # (B, H, S)
     key_ok = (torch.arange(S, device=q.device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, S)
     scores = scores.masked_fill(~key_ok, float("-inf"))

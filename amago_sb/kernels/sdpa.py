@@ -46,11 +46,13 @@ def sdpa_attention(
 
 
 def sdpa_decode_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor, zero_stale: bool = True
 ) -> torch.Tensor:
-    """One query per sequence, q ``(B, H, D)``, caches ``(B, H, S, D)``, lengths ``(B,)`` -> ``(B, H, D)``."""
+    """One query per sequence, q ``(B, H, D)``, caches ``(B, H, S, D)``, lengths ``(B,)`` -> ``(B, H, D)``;
+    ``zero_stale``: see ``amago_sb.kernels.decode_attention``."""
     S = k_cache.shape[-2]
-    k_cache, v_cache = zero_padding(k_cache, lengths), zero_padding(v_cache, lengths)  # stale slots may hold anything
+    if zero_stale:  # stale slots may hold anything
+        k_cache, v_cache = zero_padding(k_cache, lengths), zero_padding(v_cache, lengths)
     key_ok = torch.arange(S, device=q.device)[None, :] < lengths[:, None]  # (B, S)
     mask = key_ok.clone()
     mask[:, 0] = True

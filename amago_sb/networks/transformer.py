@@ -50,6 +50,8 @@ class KVCache:
 
     ``count``: ``(B,)`` int64 tokens seen since the env's last reset (also the absolute time index of the next
     token); ``lengths = min(count, S)`` valid cache entries; the next token is written at slot ``count % S``.
+    Invariant: slots at or past ``lengths`` hold zeros (fresh caches are zero, ``reset`` zeroes the envs it empties),
+    so decoding need not mask them again.
     """
 
     k: list[torch.Tensor]
@@ -61,7 +63,12 @@ class KVCache:
         return self.k[0].shape[2]
 
     def reset(self, done: torch.Tensor) -> None:
-        """Empty the context of the envs where ``done`` ``(B,)`` bool is true (no memory is freed or moved)."""
+        """Empty the context of the envs where ``done`` ``(B,)`` bool is true (no memory is freed or moved); their slots
+        are zeroed, so nothing of the old episode (a NaN included) can reach the new one."""
+        idx = torch.nonzero(done).flatten()
+        if len(idx):
+            for cache in (*self.k, *self.v):
+                cache.index_fill_(0, idx, 0.0)
         self.count = torch.where(done, torch.zeros_like(self.count), self.count)
 
     def clone(self) -> KVCache:
@@ -112,7 +119,7 @@ class _Block(nn.Module):
         rows = torch.arange(B, device=x.device)
         cache.k[layer][rows, :, slot] = k
         cache.v[layer][rows, :, slot] = v
-        a = decode_attention(q, cache.k[layer], cache.v[layer], lengths)  # (B, H, Dh)
+        a = decode_attention(q, cache.k[layer], cache.v[layer], lengths, zero_stale=False)  # slots past lengths: zeros
         a = (a * self.head_scale[None, :, None]).reshape(B, D)
         h = x + self.ln2(self.out(a))
         return self._ff(h)
