@@ -69,7 +69,7 @@ def test_kv_cache_keeps_slots_past_lengths_zero_so_decoding_need_not_mask_them()
     enc = _tformer(layers=1, ctx=8)
     with torch.no_grad():
         state = enc.init_state(2)
-        for i in range(5):
+        for _ in range(5):
             _, state = enc.step(torch.randn(2, 8), state)
         state.k[0][0, :, 2] = float("nan")  # poison env 0's old episode
         state.reset(torch.tensor([True, False]))
