@@ -320,21 +320,6 @@ def test_benchmark_reports_failed_runs(tmp_path):
     assert not cell.finals and cell.summary().startswith("failed: ValueError") and "NoSuchPolicy" in cell.summary()
 
 
-def test_tune_needs_optuna(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "optuna", None)
-    with pytest.raises(SystemExit) as exc:
-        tune.main(["--algo", "ppo", "--env", ENV])
-    assert exc.value.code == 2 and "pip install optuna" in capsys.readouterr().err
-
-
-def test_tune_runs_trials_and_writes_best(tmp_path):
-    pytest.importorskip("optuna")
-    argv = ["--algo", "recurrent_ppo", "--env", ENV, "--trials", "1", "--steps", "64", "--eval-episodes", "1"]
-    assert tune.main([*argv, "-f", str(tmp_path), "--num-threads", "1", "-params", "n_envs:1", "n_epochs:1"]) == 0
-    best = yaml.safe_load((tmp_path / "recurrent_ppo" / f"{ENV}_best.yml").read_text())[ENV]
-    assert best["n_envs"] == 1 and best["n_steps"] in (64, 128, 256, 512) and "lstm_hidden_size" in best["policy_kwargs"]
-
-
 def _amago_import_error() -> str | None:
     from zoo.algos import get_algo_class
 

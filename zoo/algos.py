@@ -14,7 +14,7 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from zoo.hyperparams import check_constructor_kwargs
+from zoo.hyperparams import SPECIAL_KEYS, check_constructor_kwargs
 
 __all__ = ["ALGOS", "check_algo", "check_hyperparams", "get_algo_class", "build_model", "constructor_keys"]
 
@@ -86,13 +86,13 @@ def build_model(
     verbose: int = 0,
     device: str = "auto",
 ) -> BaseAlgorithm:
-    """Construct ``algo`` on ``env`` from converted hyperparameters (``n_timesteps``, ``n_envs``, ``env_kwargs`` dropped).
+    """Construct ``algo`` on ``env`` from converted hyperparameters (the zoo's own keys, ``SPECIAL_KEYS``, dropped).
 
     Raises:
         ValueError: a hyperparameter is not an argument of the algorithm's constructor (close matches named).
     """
     cls = get_algo_class(algo)
-    kwargs = {k: v for k, v in hyperparams.items() if k not in ("n_timesteps", "n_envs", "env_kwargs")}
+    kwargs = {k: v for k, v in hyperparams.items() if k not in SPECIAL_KEYS or k == "policy"}
     policy = kwargs.pop("policy", None)
     if policy is None:
         raise ValueError(

@@ -26,7 +26,7 @@ from gymnasium import spaces
 
 from wrappers.trajectory import flatten_keys
 
-__all__ = ["OneHotObservation", "needs_baseline_wrapper", "is_image_space"]
+__all__ = ["OneHotObservation", "needs_baseline_wrapper", "is_image_space", "sb3_observation"]
 
 
 def is_image_space(space: spaces.Space) -> bool:
@@ -129,3 +129,12 @@ class OneHotObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         if is_image_space(space):
             return observation
         return _leaf_to_vector(space, observation)
+
+
+def sb3_observation(env: gym.Env) -> gym.Env:
+    """``env`` as SB3's policies take it: :class:`OneHotObservation` around non-``Box`` observations, else unchanged.
+
+    This is the ``env_wrapper`` of the baselines' entries in ``zoo/hyperparams/*.yml`` (rl_zoo3 applies it to every
+    env it makes, training and evaluation).
+    """
+    return OneHotObservation(env) if needs_baseline_wrapper(env.observation_space) else env

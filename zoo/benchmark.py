@@ -1,6 +1,6 @@
 """``python -m zoo.benchmark --envs <ids or groups> --algos amago ppo recurrent_ppo --seeds 3 --steps N``.
 
-Trains every (env, algo, seed) with :func:`zoo.exp.train` (same envs, wrappers and hyperparameter files as
+Trains every (env, algo, seed) with :func:`zoo.train.run` (same envs, wrappers and hyperparameter files as
 ``zoo.train``), then writes a markdown report (default ``docs/benchmark.md``): a table env x algo with the mean
 +- std over seeds of the final evaluation return (deterministic policy, ``--eval-episodes`` episodes) and the
 mean wall time per run, the machine it ran on, and one PNG of learning curves per env (``--fig-dir``).
@@ -30,13 +30,38 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from rl_zoo3.utils import StoreDict
 
 from zoo.algos import check_algo
 from zoo.envs import ENV_GROUPS, check_env_id, expand_env_groups
-from zoo.exp import TrainArgs, train
-from zoo.hyperparams import parse_overrides
 
-__all__ = ["Cell", "run_benchmark", "write_report", "main"]
+__all__ = ["Cell", "RunSpec", "run_benchmark", "write_report", "main"]
+
+
+@dataclass
+class RunSpec:
+    """One (env, algo, seed) run of the benchmark: the ``python -m zoo.train`` flags it is trained with."""
+
+    algo: str
+    env: str
+    seed: int
+    n_timesteps: int
+    log_folder: str
+    eval_freq: int
+    eval_episodes: int
+    hyperparams: dict = field(default_factory=dict)
+    device: str = "auto"
+    verbose: int = 0
+    num_threads: int = -1
+
+    def argv(self) -> list[str]:
+        """The ``zoo.train`` command line (``-params`` values as python literals, which rl_zoo3 evaluates)."""
+        out = ["--algo", self.algo, "--env", self.env, "--seed", str(self.seed), "-n", str(self.n_timesteps),
+               "-f", self.log_folder, "--eval-freq", str(self.eval_freq), "--eval-episodes", str(self.eval_episodes),
+               "--device", self.device, "--verbose", str(self.verbose), "--num-threads", str(self.num_threads)]
+        if self.hyperparams:
+            out += ["-params", *(f"{k}:{v!r}" for k, v in self.hyperparams.items())]
+        return out
 
 
 @dataclass
@@ -65,7 +90,7 @@ class Cell:
             self.errors.append("no evaluation ran (eval_freq > steps?)")
 
 
-def find_finished_run(args: TrainArgs) -> tuple[Path, dict] | None:
+def find_finished_run(args: RunSpec) -> tuple[Path, dict] | None:
     """A finished run (with ``summary.yml``) in ``args.log_folder`` made with the same algo, env, seed, budget,
     evaluation settings and overrides as ``args``; ``(run_dir, summary)`` or ``None``."""
     keys = ("algo", "env", "seed", "n_timesteps", "eval_freq", "eval_episodes", "hyperparams")
@@ -75,6 +100,7 @@ def find_finished_run(args: TrainArgs) -> tuple[Path, dict] | None:
         if not (run_dir / "summary.yml").is_file():
             continue
         saved = yaml.safe_load(args_file.read_text()) or {}
+        saved["hyperparams"] = saved.get("hyperparams") or {}
         if {k: saved.get(k) for k in keys} == wanted:
             return run_dir, yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
     return None
@@ -102,17 +128,19 @@ def run_benchmark(
     (all of them are collected first, so a report written by ``on_update`` -- called after every new run --
     always shows every result available so far).
     """
+    from zoo.train import run as train_run
+
     eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1)
     results: dict[tuple[str, str], Cell] = {(e, a): Cell() for e in envs for a in algos}
-    todo: list[TrainArgs] = []
+    todo: list[RunSpec] = []
     for env_id in envs:
         for algo in algos:
             for i in range(seeds):
-                args = TrainArgs(
+                args = RunSpec(
                     algo=algo,
                     env=env_id,
-                    n_timesteps=steps,
                     seed=seed_offset + i,
+                    n_timesteps=steps,
                     log_folder=str(log_folder),
                     eval_freq=eval_freq,
                     eval_episodes=eval_episodes,
@@ -131,8 +159,8 @@ def run_benchmark(
         cell = results[(args.env, args.algo)]
         print(f"[benchmark] {args.algo} on {args.env}, seed {args.seed}, {steps} steps", flush=True)
         try:
-            res = train(args)
-        except Exception as err:  # keep benchmarking the other cells; the report names the failure
+            res = train_run(args.argv())
+        except (Exception, SystemExit) as err:  # keep benchmarking the other cells; the report names the failure
             traceback.print_exc()
             cell.errors.append(f"{type(err).__name__}: {err}".splitlines()[0][:120])
         else:
@@ -140,6 +168,35 @@ def run_benchmark(
         if on_update is not None:
             on_update(results)
     return results
+
+
+def aggregate_lines(results: dict[tuple[str, str], Cell], envs: list[str], algos: list[str]) -> list[str]:
+    """The report's aggregate section: IQM of normalized returns with 95% bootstrap intervals (envs with a best-known
+    return and a result for every algo and the same number of seeds), and amago's wins per baseline."""
+    from zoo.aggregate import best_known_return, iqm_interval, normalize, random_return, wins
+
+    means = {e: {a: float(np.mean(results[(e, a)].finals)) for a in algos if results[(e, a)].finals} for e in envs}
+    lines = ["", "## Aggregate", ""]
+    if "amago" in algos:
+        for other in (a for a in algos if a != "amago"):
+            won, n = wins(means, "amago", other, envs)
+            lines.append(f"- amago ahead of {other} on {won} of {n} envs (mean final return).")
+    n_seeds = min((len(results[(e, a)].finals) for e in envs for a in algos), default=0)
+    scored = [e for e in envs if best_known_return(e) is not None]
+    if n_seeds == 0 or not scored:
+        lines.append("- IQM: needs a finished run of every algo on every env with a best-known return.")
+        return lines
+    randoms = {e: random_return(e) for e in scored}
+    scores = {a: np.array([[normalize(results[(e, a)].finals[i], randoms[e], best_known_return(e)) for e in scored]
+                           for i in range(n_seeds)]) for a in algos}
+    lines += ["", f"IQM of normalized returns ((return - random) / (best - random); random = uniform random actions, "
+              f"best = 1.0 on POPGym) over {len(scored)} envs x {n_seeds} seed(s), 95% stratified bootstrap "
+              "intervals that also resample envs (as rliable's task_bootstrap):", "",
+              "| algo | IQM | 95% interval |", "|---|---|---|"]
+    for algo, (point, low, high) in iqm_interval(scores).items():
+        lines.append(f"| {algo} | {point:.3f} | [{low:.3f}, {high:.3f}] |")
+    lines += ["", "Random-policy returns: " + ", ".join(f"{e.removeprefix('popgym-')} {r:.3f}" for e, r in randoms.items())]
+    return lines
 
 
 def _machine() -> str:
@@ -183,6 +240,7 @@ def write_report(
         means = {a: np.mean(c.finals) for a, c in zip(algos, cells) if c.finals}
         best = max(means, key=means.get) if means else "n/a"
         lines.append(f"| {env_id} | " + " | ".join(c.summary() for c in cells) + f" | {best} |")
+    lines += aggregate_lines(results, envs, algos)
     lines += ["", "## Learning curves", ""]
     for env_id in envs:
         runs = {(a, env_id): results[(env_id, a)].runs for a in algos}
@@ -213,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fig-dir", default="docs/figures/benchmark")
     p.add_argument("--eval-freq", type=int, default=None, help="default: steps // 10")
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE", help="overrides for every run")
+    p.add_argument("-params", "--hyperparams", nargs="+", action=StoreDict, default={}, metavar="KEY:VALUE",
+                   help="overrides for every run, as in zoo.train (python values: lr:1e-3 policy_kwargs:'dict(d_model=128)')")
     p.add_argument("--device", default="auto")
     p.add_argument("--note", default="", help="free text added to the report (e.g. 'the CPU was shared')")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads per run (-1: torch default)")
@@ -225,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         envs = expand_env_groups(ns.envs)
         for env_id in envs:
             check_env_id(env_id)
-        overrides = parse_overrides(ns.hyperparams)
+        overrides = dict(ns.hyperparams or {})
         if ns.steps <= 0 or ns.seeds <= 0:
             raise ValueError(f"--steps and --seeds must be positive, got {ns.steps} and {ns.seeds}.")
     except ValueError as err:

@@ -13,12 +13,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
@@ -45,6 +47,7 @@ def find_model(
     exp_id: int = 0,
     load_best: bool = False,
     load_checkpoint: int | None = None,
+    load_last_checkpoint: bool = False,
 ) -> Path:
     """Path of a saved model: run ``exp_id`` (0 = latest) of ``<log_folder>/<algo>/<env_id>_<n>/``.
 
@@ -60,7 +63,13 @@ def find_model(
     if run_id not in runs:
         raise FileNotFoundError(f"No run {env_id}_{run_id} under {base}; existing ids: {sorted(runs)}.")
     run = runs[run_id]
-    if load_checkpoint is not None:
+    checkpoints = {int(m.group(1)): p for p in run.glob("rl_model_*_steps.zip")
+                   if (m := re.match(r"^rl_model_(\d+)_steps\.zip$", p.name))}
+    if load_last_checkpoint:
+        if not checkpoints:
+            raise FileNotFoundError(f"No rl_model_<N>_steps.zip in {run}: train with --save-freq to write checkpoints.")
+        path = checkpoints[max(checkpoints)]
+    elif load_checkpoint is not None:
         path = run / f"rl_model_{load_checkpoint}_steps.zip"
     elif load_best:
         path = run / "best_model.zip"
@@ -146,9 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-id", type=int, default=0, help="run id (0: latest)")
     p.add_argument("--load-best", action="store_true", help="load best_model.zip (saved by the evaluations)")
     p.add_argument("--load-checkpoint", type=int, default=None, help="load rl_model_<N>_steps.zip")
+    p.add_argument("--load-last-checkpoint", action="store_true", help="load the newest rl_model_<N>_steps.zip")
     p.add_argument("--n-episodes", type=int, default=5)
     p.add_argument("-n", "--n-timesteps", type=int, default=100_000, help="step limit")
-    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic choice")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic choice")
+    act.add_argument("--deterministic", action="store_true", help="the deterministic choice (the default)")
+    p.add_argument("--no-render", action="store_true",
+                   help="accepted for rl_zoo3 command lines: zoo.enjoy never opens a window (use --gif)")
+    p.add_argument("--gym-packages", nargs="+", default=[], help="modules to import first (they register envs)")
+    p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch default)")
     p.add_argument("--gif", default="", help="write the image observations to this GIF (image envs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
@@ -166,12 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     from zoo.algos import check_algo
     from zoo.envs import check_env_id, make_vec_env
-    from zoo.exp import checkpoint_env_id, load_model, run_hyperparams
+    from zoo.runs import checkpoint_env_id, load_model, run_hyperparams
+    from zoo.train import split_env_module
 
     try:
+        for module in ns.gym_packages:
+            importlib.import_module(module)
+        ns.env = split_env_module(ns.env)
+        if ns.num_threads > 0:
+            torch.set_num_threads(ns.num_threads)
         check_algo(ns.algo)
         check_env_id(ns.env)
-        path = find_model(ns.folder, ns.algo, ns.env, ns.exp_id, ns.load_best, ns.load_checkpoint)
+        path = find_model(ns.folder, ns.algo, ns.env, ns.exp_id, ns.load_best, ns.load_checkpoint,
+                          ns.load_last_checkpoint)
         trained_on = checkpoint_env_id(path)
         if trained_on is not None and trained_on != ns.env:
             raise ValueError(f"{path} was trained on {trained_on!r}, not {ns.env!r}.")

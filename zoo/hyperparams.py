@@ -43,7 +43,8 @@ __all__ = [
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 # Keys of a yml entry that the zoo consumes itself (not passed to the algorithm's constructor).
-SPECIAL_KEYS = ("n_timesteps", "n_envs", "policy", "env_kwargs")
+SPECIAL_KEYS = ("n_timesteps", "n_envs", "policy", "env_kwargs", "env_wrapper", "vec_env_wrapper", "frame_stack", "normalize",
+                "callback", "monitor_kwargs")
 _SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 _ACTIVATIONS = {
     "tanh": "Tanh",

@@ -121,8 +121,8 @@ def learn(args: LearnArgs) -> dict[str, Any]:
     from amago_sb.distributed import DistributedLearner, cleanup_distributed, init_distributed
     from zoo.algos import check_hyperparams
     from zoo.envs import check_env_id
-    from zoo.exp import _write_yaml, next_run_dir
     from zoo.hyperparams import resolve_hyperparams
+    from zoo.runs import next_run_dir, write_yaml
 
     check_env_id(args.env)
     raw, hyperparams = resolve_hyperparams("amago", args.env, args.hyperparams, trust_imports=args.trust_imports)
@@ -151,8 +151,8 @@ def learn(args: LearnArgs) -> dict[str, Any]:
                 "backend": ctx.backend,
                 "checkpoint": str(ckpt_dir),
             }
-            _write_yaml(run_dir / args.env / "args.yml", info)
-            _write_yaml(run_dir / args.env / "config.yml", raw)
+            write_yaml(run_dir / args.env / "args.yml", info)
+            write_yaml(run_dir / args.env / "config.yml", raw)
             outputs = [make_output_format("csv", str(run_dir))] + (
                 [make_output_format("stdout", str(run_dir))] if args.verbose else []
             )
@@ -196,7 +196,7 @@ def learn(args: LearnArgs) -> dict[str, Any]:
                 "env_steps_collected": int(model.num_timesteps),
                 "world_size": ctx.world_size,
             }
-            _write_yaml(run_dir / "summary.yml", summary)
+            write_yaml(run_dir / "summary.yml", summary)
             if args.verbose:
                 print(
                     f"zoo.learn: {int(summary['updates'])} updates in {summary['wall_s']:.1f} s "
