@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from zoo import benchmark, enjoy, plot, train, tune
+from zoo import benchmark, enjoy, plot, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "popgym-CountRecallEasy-v0"  # MultiDiscrete observations: also exercises the baselines' wrapper
