@@ -493,7 +493,9 @@ class AMAGO(BaseAlgorithm):
                 and not os.path.isdir(stored):
             missing_replay, data["replay_dir"], data["_replay_is_temp"] = stored, None, True
         if env is not None:
-            env = cls._wrap_env(_prepare_env(env, int(data.get("n_envs", 1)), None), data.get("verbose", 0))
+            prepared = _prepare_env(env, int(data.get("n_envs", 1)), None)  # a plain env or VecEnv -> trajectory form
+            assert prepared is not None
+            env = cls._wrap_env(prepared, data.get("verbose", 0))
             try:
                 check_for_correct_spaces(env, data["observation_space"], data["action_space"])
             except (ValueError, AssertionError) as e:

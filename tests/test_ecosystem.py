@@ -92,6 +92,19 @@ def test_amago_trains_on_plain_vec_envs_including_subprocesses():
         sub.close()
 
 
+def test_load_takes_plain_envs_as_the_constructor_does(tmp_path):
+    """rl_zoo3's ``-i`` passes the plain VecEnv it built: ``AMAGO.load`` puts it in trajectory form first."""
+    model = AMAGO("Transformer", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, **TINY)
+    model.learn(32)
+    model.save(tmp_path / "m.zip")
+    for env in (make_vec_env("CartPole-v1", n_envs=2, seed=1), gym.make("CartPole-v1")):
+        loaded = AMAGO.load(tmp_path / "m.zip", env=env)
+        assert wrappers.is_trajectory_space(loaded.get_env().observation_space)
+        loaded.learn(16, reset_num_timesteps=False)
+    with pytest.raises(ValueError, match="does not match the saved model"):
+        AMAGO.load(tmp_path / "m.zip", env=gym.make("Pendulum-v1"))
+
+
 def test_eval_callback_with_a_plain_eval_env(tmp_path):
     model = AMAGO("Transformer", "TMazePassive-v0", seed=0, **TINY)
     for eval_env in (gym.make("TMazePassive-v0"), make_vec_env("TMazePassive-v0", n_envs=1, seed=1)):
