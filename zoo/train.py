@@ -135,25 +135,9 @@ def _as_python_item(item: str, flag: str = "-params") -> str:
         eval(value, dict(vars(rl_zoo3.utils)))  # what rl_zoo3's StoreDict does with it (nn, th, np... in scope)
         return item
     except Exception:  # not a python expression: read it as YAML, as the zoo's yml files are
-        try:
-            parsed = _yaml_number(yaml.safe_load(value) if value.strip() else None)
-        except yaml.YAMLError as err:
-            raise ValueError(f"Malformed value in {flag} item {item!r}: neither python nor YAML ({err}).") from err
-        return f"{key}:{parsed!r}"
+        from zoo.hyperparams import parse_overrides
 
-
-def _yaml_number(value):
-    """YAML 1.1 reads ``1e-3`` as a string: such strings become floats, recursively."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    if isinstance(value, list):
-        return [_yaml_number(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _yaml_number(v) for k, v in value.items()}
-    return value
+        return f"{key}:{parse_overrides([item])[key.strip()]!r}"
 
 
 @contextlib.contextmanager
