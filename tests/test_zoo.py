@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -310,6 +311,16 @@ def test_benchmark_writes_table_and_figures(tmp_path):
     md.unlink()
     assert benchmark.main([*argv, "--reuse"]) == 0  # resumes: every run is found, nothing is trained again
     assert sorted(p.name for p in (tmp_path / "logs").glob("*/*")) == runs and row in md.read_text()
+    text = md.read_text()
+    assert "IQM" in text and "| ppo | " in text and "Random-policy returns: RepeatPreviousEasy-v0 -0." in text
+    # --report-only trains nothing, even for a cell that has no run (a third seed here); --results-dir records runs
+    records = tmp_path / "records"
+    assert benchmark.main([*argv[:6], "3", *argv[7:], "--report-only", "--results-dir", str(records)]) == 0
+    assert sorted(p.name for p in (tmp_path / "logs").glob("*/*")) == runs
+    names = sorted(p.name for p in records.glob("*.json"))
+    assert names == [f"{a}__popgym-RepeatPreviousEasy-v0__seed{k}.json" for a in ("ppo", "recurrent_ppo") for k in (0, 1)]
+    record = json.loads((records / names[0]).read_text())
+    assert record["summary"]["n_timesteps"] >= 64 and len(record["evaluations"]["mean_return"]) >= 1
 
 
 def test_benchmark_reports_failed_runs(tmp_path):

@@ -35,7 +35,7 @@ from rl_zoo3.utils import StoreDict
 from zoo.algos import check_algo
 from zoo.envs import ENV_GROUPS, check_env_id, expand_env_groups
 
-__all__ = ["Cell", "RunSpec", "run_benchmark", "write_report", "main"]
+__all__ = ["Cell", "RunSpec", "run_benchmark", "write_report", "write_run_records", "main"]
 
 
 @dataclass
@@ -121,12 +121,14 @@ def run_benchmark(
     num_threads: int = -1,
     reuse: bool = False,
     on_update: Callable[[dict[tuple[str, str], Cell]], None] | None = None,
+    train_missing: bool = True,
 ) -> dict[tuple[str, str], Cell]:
     """Train every (env, algo, seed); returns ``{(env, algo): Cell}``. ``eval_freq`` defaults to ``steps // 10``.
 
     With ``reuse``, finished runs of identical settings found in ``log_folder`` are taken instead of retrained
     (all of them are collected first, so a report written by ``on_update`` -- called after every new run --
-    always shows every result available so far).
+    always shows every result available so far). ``train_missing=False`` trains nothing: the results are the
+    finished runs found (``--report-only``).
     """
     from zoo.train import run as train_run
 
@@ -149,11 +151,11 @@ def run_benchmark(
                     verbose=verbose,
                     num_threads=num_threads,
                 )
-                found = find_finished_run(args) if reuse else None
+                found = find_finished_run(args) if reuse or not train_missing else None
                 if found is not None:
                     run_dir, summary = found
                     results[(env_id, algo)].add(run_dir, float(summary["wall_time_s"]), summary.get("last_eval_mean"))
-                else:
+                elif train_missing:
                     todo.append(args)
     for args in todo:
         cell = results[(args.env, args.algo)]
@@ -170,6 +172,30 @@ def run_benchmark(
     return results
 
 
+def write_run_records(results: dict[tuple[str, str], Cell], folder: str | Path) -> list[Path]:
+    """One ``<algo>__<env>__seed<k>.json`` per finished run: its ``summary.yml``, ``args.yml`` and evaluations."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (env_id, algo), cell in results.items():
+        for run_dir in cell.runs:
+            summary = yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
+            args = yaml.safe_load((run_dir / env_id / "args.yml").read_text()) or {}
+            record = {"algo": algo, "env": env_id, "run_dir": str(run_dir), "summary": summary,
+                      "args": {k: args.get(k) for k in ("seed", "n_timesteps", "eval_freq", "eval_episodes",
+                                                         "hyperparams", "num_threads")}}
+            if (run_dir / "evaluations.npz").is_file():
+                with np.load(run_dir / "evaluations.npz", allow_pickle=False) as ev:
+                    record["evaluations"] = {"timesteps": ev["timesteps"].tolist(),
+                                             "mean_return": ev["results"].mean(axis=1).tolist()}
+            path = folder / f"{algo}__{env_id}__seed{summary.get('seed', args.get('seed'))}.json"
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            written.append(path)
+    return written
+
+
 def aggregate_lines(results: dict[tuple[str, str], Cell], envs: list[str], algos: list[str]) -> list[str]:
     """The report's aggregate section: IQM of normalized returns with 95% bootstrap intervals (envs with a best-known
     return and a result for every algo and the same number of seeds), and amago's wins per baseline."""
@@ -181,8 +207,11 @@ def aggregate_lines(results: dict[tuple[str, str], Cell], envs: list[str], algos
         for other in (a for a in algos if a != "amago"):
             won, n = wins(means, "amago", other, envs)
             lines.append(f"- amago ahead of {other} on {won} of {n} envs (mean final return).")
-    n_seeds = min((len(results[(e, a)].finals) for e in envs for a in algos), default=0)
-    scored = [e for e in envs if best_known_return(e) is not None]
+    scored = [e for e in envs if best_known_return(e) is not None and all(results[(e, a)].finals for a in algos)]
+    n_seeds = min((len(results[(e, a)].finals) for e in scored for a in algos), default=0)
+    if len(scored) < len(envs):
+        lines.append(f"- IQM over the {len(scored)} of {len(envs)} envs with a best-known return and a finished run of "
+                     "every algo.")
     if n_seeds == 0 or not scored:
         lines.append("- IQM: needs a finished run of every algo on every env with a best-known return.")
         return lines
@@ -277,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="free text added to the report (e.g. 'the CPU was shared')")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads per run (-1: torch default)")
     p.add_argument("--reuse", action="store_true", help="take finished runs with identical settings from the log folder")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the finished runs in the log folder")
+    p.add_argument("--results-dir", default=None,
+                   help="also write one JSON per finished run here (summary, args, evaluations): a record to commit")
     p.add_argument("--verbose", type=int, default=0)
     ns = p.parse_args(argv)
     try:
@@ -293,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m zoo.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     def report(results: dict[tuple[str, str], Cell]) -> Path:  # rewritten after every run: a killed benchmark keeps it
+        if ns.results_dir:
+            write_run_records(results, ns.results_dir)
         return write_report(results, ns.out, ns.fig_dir, ns.log_folder, command, ns.steps, ns.seeds, ns.note)
 
     results = run_benchmark(
@@ -310,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         ns.num_threads,
         reuse=ns.reuse,
         on_update=report,
+        train_missing=not ns.report_only,
     )
     out = report(results)
     print(f"Wrote {out} ({time.time() - start:.0f} s)")
