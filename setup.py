@@ -26,10 +26,9 @@ setup(
         "pyyaml",
         "matplotlib>=3.7",
         "rl_zoo3>=2.4",  # zoo.train is rl_zoo3's train with AMAGO registered
-        "pandas",  # rl_zoo3's plot_train / all_plots and SB3's monitor reader
+        "pandas<3",  # rl_zoo3's plots and SB3's monitor reader; rliable needs arch<8, which breaks on pandas 3
         "seaborn",  # rl_zoo3's plots
         "rliable",  # IQM with bootstrap intervals (zoo.benchmark; rl_zoo3's plot_from_file)
-        "arch>=8",  # rliable's bootstrap; arch 7 breaks on pandas 3
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.10"],

@@ -3,10 +3,8 @@
 Each env's final returns are normalized as ``(return - random) / (best - random)``: ``random`` is the mean return of
 uniformly random actions (measured here, seeded, and cached per env id), ``best`` the best-known return (1.0 for every
 POPGym env: their episode returns are scaled into [-1, 1] and the optimum reaches 1). The IQM (the mean of the middle
-50% of all normalized runs) comes with a 95% percentile-bootstrap interval drawn as rliable's stratified bootstrap with
-``task_bootstrap=True`` (envs resampled, then seeds within each env), so it reflects both seed noise and which envs
-were picked. (rliable itself is installed for rl_zoo3's plots, but its bootstrap breaks with arch >= 8, which pandas 3
-needs; these few lines compute the same thing.)
+50% of all normalized runs) comes with a 95% interval from rliable's stratified bootstrap with ``task_bootstrap=True``
+(envs resampled, then seeds within each env), so it reflects both seed noise and which envs were picked.
 """
 
 from __future__ import annotations
@@ -59,32 +57,28 @@ def normalize(score: float, random: float, best: float) -> float:
 
 def iqm(scores: np.ndarray) -> float:
     """Interquartile mean: the mean of the middle 50% of all values (25% trimmed from each end)."""
-    from scipy.stats import trim_mean
+    from rliable import metrics
 
-    return float(trim_mean(np.asarray(scores, dtype=np.float64).ravel(), 0.25))
+    return float(metrics.aggregate_iqm(np.asarray(scores, dtype=np.float64)))
 
 
 def iqm_interval(scores: Mapping[str, np.ndarray], reps: int = 5000, seed: int = 0,
                  confidence: float = 0.95) -> dict[str, tuple[float, float, float]]:
-    """``{algo: (iqm, low, high)}`` from ``scores[algo]`` of shape ``(n_seeds, n_envs)`` (normalized).
+    """``{algo: (iqm, low, high)}`` from ``scores[algo]`` of shape ``(n_seeds, n_envs)`` (normalized): rliable's
+    percentile interval from its stratified bootstrap with ``task_bootstrap`` (envs resampled, then seeds within
+    each env)."""
+    import warnings
 
-    The interval is the percentile bootstrap of rliable's stratified scheme with ``task_bootstrap``: each replicate
-    draws the envs with replacement, then, within each drawn env, its seeds with replacement.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for algo, table in scores.items():
-        table = np.asarray(table, dtype=np.float64)
-        n_seeds, n_envs = table.shape
-        envs = rng.integers(n_envs, size=(reps, n_envs))
-        runs = rng.integers(n_seeds, size=(reps, n_seeds, n_envs))
-        samples = table[runs, envs[:, None, :]]  # (reps, n_seeds, n_envs)
-        from scipy.stats import trim_mean
+    from rliable import library as rly
+    from rliable import metrics
 
-        stats = trim_mean(samples.reshape(reps, -1), 0.25, axis=1)
-        tail = (1.0 - confidence) / 2.0
-        out[algo] = (iqm(table), float(np.quantile(stats, tail)), float(np.quantile(stats, 1.0 - tail)))
-    return out
+    with warnings.catch_warnings():  # arch 7 deprecates the RandomState rliable passes
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {a: np.asarray(t, dtype=np.float64) for a, t in scores.items()},
+            lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps, task_bootstrap=True,
+            confidence_interval_size=confidence, random_state=np.random.RandomState(seed))
+    return {a: (float(point[a][0]), float(interval[a][0][0]), float(interval[a][1][0])) for a in scores}
 
 
 def wins(means: Mapping[str, Mapping[str, float]], algo: str, other: str, envs: Sequence[str]) -> tuple[int, int]:

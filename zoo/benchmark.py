@@ -220,7 +220,7 @@ def aggregate_lines(results: dict[tuple[str, str], Cell], envs: list[str], algos
                            for i in range(n_seeds)]) for a in algos}
     lines += ["", f"IQM of normalized returns ((return - random) / (best - random); random = uniform random actions, "
               f"best = 1.0 on POPGym) over {len(scored)} envs x {n_seeds} seed(s), 95% stratified bootstrap "
-              "intervals that also resample envs (as rliable's task_bootstrap):", "",
+              "intervals that also resample envs (rliable, task_bootstrap):", "",
               "| algo | IQM | 95% interval |", "|---|---|---|"]
     for algo, (point, low, high) in iqm_interval(scores).items():
         lines.append(f"| {algo} | {point:.3f} | [{low:.3f}, {high:.3f}] |")
