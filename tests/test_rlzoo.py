@@ -210,3 +210,19 @@ def test_eval_envs_are_seeded_apart_from_training(tmp_path):
     train_obs = observations(manager.create_envs(1, no_log=True))
     assert observations(manager.create_envs(1, no_log=True)) == train_obs  # same seed: same episodes
     assert observations(manager.create_envs(1, eval_env=True)) != train_obs
+
+
+def test_eval_env_gets_the_yml_env_kwargs_and_eval_env_kwargs_merge_over_them(tmp_path):
+    """rl_zoo3 would evaluate TMazePassive on the default corridor (it drops the yml's env_kwargs for the eval env)."""
+    import argparse
+
+    from zoo.rlzoo import ZooExperimentManager, register
+
+    register()
+    for cli, expected_eval_corridor in ((None, 100), ({"corridor_length": 7}, 7)):
+        manager = ZooExperimentManager(argparse.Namespace(), "ppo", "TMazePassive-v0", str(tmp_path),
+                                       eval_env_kwargs=cli)
+        hyperparams, _ = manager.read_hyperparameters()
+        manager._preprocess_hyperparams(hyperparams)
+        assert manager.env_kwargs["corridor_length"] == 100
+        assert manager.eval_env_kwargs == {**manager.env_kwargs, "corridor_length": expected_eval_corridor}

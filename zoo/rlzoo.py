@@ -185,8 +185,9 @@ class ZooExperimentManager(ExperimentManager):
             out.setdefault("replay_dir", str(Path(self.save_path).resolve() / "replay"))
         if self.resumed:
             self.monitor_kwargs = {**self.monitor_kwargs, "override_existing": False}
-        if self._eval_env_kwargs_args is None:  # rl_zoo3 leaves the eval env without the yml's env_kwargs
-            self.eval_env_kwargs = dict(self.env_kwargs)
+        # rl_zoo3 leaves the eval env without the yml's env_kwargs, and --eval-env-kwargs replaces them: merge instead
+        # (so that `--eval-env-kwargs split:test` evaluates MetaWorldML1-v0 on its held-out goals, all else equal)
+        self.eval_env_kwargs = {**self.env_kwargs, **(self._eval_env_kwargs_args or {})}
         return out, env_wrapper, callbacks, vec_env_wrapper
 
     # ---- set-up: checks first, no folder left behind on failure ----
