@@ -71,3 +71,17 @@ def test_bad_arguments_name_the_argument(kwargs, match):
         DarkKeyToDoorEnv(**kwargs)
     with pytest.raises(ValueError, match="episodes must be a positive int"):
         gym.make("DarkKeyToDoor-v0", episodes=0)
+
+
+def test_enjoy_splits_trial_returns_into_inner_episodes():
+    from amago_sb import AMAGO
+    from zoo.enjoy import run_episodes
+    from zoo.envs import make_vec_env
+
+    env = make_vec_env("DarkKeyToDoor-v0", "amago", 1, seed=0, env_kwargs={"episodes": 3, "size": 3, "max_steps": 8})
+    model = AMAGO("Transformer", env, seed=0, batch_size=4, context_len=25,
+                  policy_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2})
+    inner: list[list[float]] = []
+    returns, lengths, _ = run_episodes(model, env, 4, deterministic=False, inner=inner)
+    assert len(inner) == 4 and all(len(trial) == 3 for trial in inner)
+    assert [sum(t) for t in inner] == pytest.approx(returns) and max(returns) > 0  # a 3 x 3 room: keys get found

@@ -99,30 +99,41 @@ def run_episodes(
     deterministic: bool = True,
     record: bool = False,
     max_steps: int = 100_000,
+    inner: list[list[float]] | None = None,
 ) -> tuple[list[float], list[int], list[np.ndarray]]:
     """Run ``n_episodes`` on env 0 of a VecEnv with the model's recurrent state.
 
     Returns:
         ``(returns, lengths, frames)``: lists of per-episode return and length, and the image frames of env 0
-        when ``record`` (empty for envs without image observations).
+        when ``record`` (empty for envs without image observations). For trial envs (``TrialWrapper``: meta-RL),
+        ``inner`` (if given) receives one list per finished trial: the return of each of its inner episodes.
     """
     obs = env.reset()
     state = None
     episode_start = np.ones((env.num_envs,), dtype=bool)
     returns, lengths, frames = [], [], []
     ep_ret, ep_len = 0.0, 0
+    trial: list[float] = []
+    inner_ret = 0.0
     for _ in range(max_steps):
         if record and (img := _image(obs)) is not None:
             frames.append(img)
         action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
-        obs, reward, done, _ = env.step(action)
+        obs, reward, done, infos = env.step(action)
         episode_start = done
         ep_ret += float(reward[0])
         ep_len += 1
+        inner_ret += float(reward[0])
+        if "inner_episode_done" in infos[0] and (infos[0]["inner_episode_done"] or done[0]):
+            trial.append(inner_ret)
+            inner_ret = 0.0
         if done[0]:
             returns.append(ep_ret)
             lengths.append(ep_len)
             ep_ret, ep_len = 0.0, 0
+            if inner is not None and trial:
+                inner.append(trial)
+            trial, inner_ret = [], 0.0
             if len(returns) >= n_episodes:
                 break
     return returns, lengths, frames
@@ -204,10 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, ImportError) as err:
         parser.exit(2, f"zoo.enjoy: error: {err}\n")
     print(f"Loaded {path}")
-    returns, lengths, frames = run_episodes(model, env, ns.n_episodes, not ns.stochastic, bool(ns.gif), ns.n_timesteps)
+    inner: list[list[float]] = []
+    returns, lengths, frames = run_episodes(model, env, ns.n_episodes, not ns.stochastic, bool(ns.gif), ns.n_timesteps,
+                                            inner)
     env.close()
     for i, (r, n) in enumerate(zip(returns, lengths)):
         print(f"episode {i}: return {r:.3f}, length {n}")
+    if inner and len({len(t) for t in inner}) == 1:  # a trial env: adaptation in context shows as a rising curve
+        per_inner = np.mean(inner, axis=0)
+        print("return per inner episode of a trial (mean over trials): " + ", ".join(f"{r:.3f}" for r in per_inner))
+        print(f"in-context improvement (last - first inner episode): {per_inner[-1] - per_inner[0]:+.3f}")
     if returns:
         print(f"mean return {np.mean(returns):.3f} +- {np.std(returns):.3f} over {len(returns)} episodes")
     else:
