@@ -189,6 +189,9 @@ def test_enjoy_takes_rl_zoo3_flags(two_algo_logs, capsys):
     assert enjoy.main(["--algo", "recurrent_ppo", "--env", ENV, "-f", str(two_algo_logs), "--n-episodes", "1",
                        "--load-best"]) == 0
     assert "best_model.zip" in capsys.readouterr().out
+    assert enjoy.main(["--algo", "amago", "--env", ENV, "-f", str(two_algo_logs), "--n-episodes", "1",
+                       "--load-checkpoint", "128"]) == 0
+    assert "rl_model_128_steps.zip" in capsys.readouterr().out
 
 
 def test_eval_envs_are_seeded_apart_from_training(tmp_path):
