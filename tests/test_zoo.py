@@ -465,3 +465,19 @@ def test_learn_default_budget_follows_amago_update_ratio():
     assert model.updates_per_phase == 8
     model = AMAGO("Transformer", "popgym-RepeatPreviousEasy-v0", gradient_steps=4, **kw)
     assert default_n_updates({"n_timesteps": 1280, "n_envs": 8}, model) == 1280 * 4 // (16 * 8)
+
+
+def test_benchmark_reuse_tells_held_out_evaluation_apart(tmp_path):
+    """A run evaluated on held-out goals (--eval-env-kwargs) is not reused for one evaluated on training goals."""
+    spec = benchmark.RunSpec("amago", "MetaWorldML1-v0", 0, 1000, str(tmp_path), 500, 2,
+                             eval_env_kwargs={"split": "test"})
+    assert spec.argv()[-2:] == ["--eval-env-kwargs", "split:'test'"]
+    run = tmp_path / "amago" / "MetaWorldML1-v0_1"
+    (run / "MetaWorldML1-v0").mkdir(parents=True)
+    args = {"algo": "amago", "env": "MetaWorldML1-v0", "seed": 0, "n_timesteps": 1000, "eval_freq": 500,
+            "eval_episodes": 2, "hyperparams": None, "eval_env_kwargs": {"split": "test"}}
+    (run / "MetaWorldML1-v0" / "args.yml").write_text(yaml.safe_dump(args))
+    (run / "summary.yml").write_text(yaml.safe_dump({"wall_time_s": 1.0, "last_eval_mean": 0.5}))
+    assert benchmark.find_finished_run(spec)[0] == run
+    spec.eval_env_kwargs = None
+    assert benchmark.find_finished_run(spec) is None

@@ -53,6 +53,7 @@ class RunSpec:
     device: str = "auto"
     verbose: int = 0
     num_threads: int = -1
+    eval_env_kwargs: dict | None = None  # e.g. {"split": "test"}: evaluate MetaWorldML1 on its held-out goals
 
     def argv(self) -> list[str]:
         """The ``zoo.train`` command line (``-params`` values as python literals, which rl_zoo3 evaluates)."""
@@ -61,6 +62,8 @@ class RunSpec:
                "--device", self.device, "--verbose", str(self.verbose), "--num-threads", str(self.num_threads)]
         if self.hyperparams:
             out += ["-params", *(f"{k}:{v!r}" for k, v in self.hyperparams.items())]
+        if self.eval_env_kwargs:
+            out += ["--eval-env-kwargs", *(f"{k}:{v!r}" for k, v in self.eval_env_kwargs.items())]
         return out
 
 
@@ -93,7 +96,7 @@ class Cell:
 def find_finished_run(args: RunSpec) -> tuple[Path, dict] | None:
     """A finished run (with ``summary.yml``) in ``args.log_folder`` made with the same algo, env, seed, budget,
     evaluation settings and overrides as ``args``; ``(run_dir, summary)`` or ``None``."""
-    keys = ("algo", "env", "seed", "n_timesteps", "eval_freq", "eval_episodes", "hyperparams")
+    keys = ("algo", "env", "seed", "n_timesteps", "eval_freq", "eval_episodes", "hyperparams", "eval_env_kwargs")
     wanted = {k: getattr(args, k) for k in keys}
     for args_file in sorted((Path(args.log_folder) / args.algo).glob(f"{args.env}_*/{args.env}/args.yml")):
         run_dir = args_file.parent.parent
@@ -101,6 +104,7 @@ def find_finished_run(args: RunSpec) -> tuple[Path, dict] | None:
             continue
         saved = yaml.safe_load(args_file.read_text()) or {}
         saved["hyperparams"] = saved.get("hyperparams") or {}
+        saved["eval_env_kwargs"] = saved.get("eval_env_kwargs") or None
         if {k: saved.get(k) for k in keys} == wanted:
             return run_dir, yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
     return None
@@ -122,6 +126,7 @@ def run_benchmark(
     reuse: bool = False,
     on_update: Callable[[dict[tuple[str, str], Cell]], None] | None = None,
     train_missing: bool = True,
+    eval_env_kwargs: dict | None = None,
 ) -> dict[tuple[str, str], Cell]:
     """Train every (env, algo, seed); returns ``{(env, algo): Cell}``. ``eval_freq`` defaults to ``steps // 10``.
 
@@ -150,6 +155,7 @@ def run_benchmark(
                     device=device,
                     verbose=verbose,
                     num_threads=num_threads,
+                    eval_env_kwargs=dict(eval_env_kwargs) if eval_env_kwargs else None,
                 )
                 found = find_finished_run(args) if reuse or not train_missing else None
                 if found is not None:
@@ -306,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="free text added to the report (e.g. 'the CPU was shared')")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads per run (-1: torch default)")
     p.add_argument("--reuse", action="store_true", help="take finished runs with identical settings from the log folder")
+    p.add_argument("--eval-env-kwargs", nargs="+", action=StoreDict, default=None, metavar="KEY:VALUE",
+                   help="evaluation env kwargs over the yml's, e.g. split:\"'test'\" (held-out MetaWorldML1 goals)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the finished runs in the log folder")
     p.add_argument("--results-dir", default=None,
@@ -346,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         reuse=ns.reuse,
         on_update=report,
         train_missing=not ns.report_only,
+        eval_env_kwargs=ns.eval_env_kwargs,
     )
     out = report(results)
     print(f"Wrote {out} ({time.time() - start:.0f} s)")
