@@ -17,7 +17,7 @@ import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from zoo.baseline_wrappers import OneHotObservation, needs_baseline_wrapper
+from zoo.baseline_wrappers import sb3_observation
 
 __all__ = ["ENV_GROUPS", "expand_env_groups", "check_env_id", "make_single_env", "make_vec_env", "is_project_env"]
 
@@ -100,8 +100,7 @@ def make_single_env(env_id: str, algo: str, env_kwargs: dict | None = None) -> g
             raise
         raise ValueError(f"{env_id} does not take the env kwargs {env_kwargs} ({err}); fix --env-kwargs or env_kwargs "
                          f"in zoo/hyperparams/{algo}.yml.") from err
-    if needs_baseline_wrapper(env.observation_space):
-        env = OneHotObservation(env)
+    env = sb3_observation(env)  # the same wrapper rl_zoo3 applies from the baselines' yml env_wrapper
     return env
 
 

@@ -25,8 +25,8 @@ What the manager changes, and why:
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +259,7 @@ class ZooExperimentManager(ExperimentManager):
             saved_hyperparams = {**saved_hyperparams, "replay_dir": self._hyperparams["replay_dir"]}
         write_yaml(Path(self.params_path) / f"config{suffix}.yml",
                    _plain({**saved_hyperparams, "n_timesteps": self.n_timesteps}))
-        (Path(self.params_path) / "command.txt").write_text(" ".join(getattr(os.sys, "orig_argv", os.sys.argv)))
+        (Path(self.params_path) / "command.txt").write_text(" ".join(getattr(sys, "orig_argv", sys.argv)))
         print(f"Log path: {self.save_path}")
 
     def learn(self, model: BaseAlgorithm) -> None:
