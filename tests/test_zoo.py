@@ -321,6 +321,20 @@ def test_benchmark_writes_table_and_figures(tmp_path):
     assert names == [f"{a}__popgym-RepeatPreviousEasy-v0__seed{k}.json" for a in ("ppo", "recurrent_ppo") for k in (0, 1)]
     record = json.loads((records / names[0]).read_text())
     assert record["summary"]["n_timesteps"] >= 64 and len(record["evaluations"]["mean_return"]) >= 1
+    # a fresh checkout has the records but no log folder: --reuse takes the recorded runs and trains nothing
+    import shutil
+
+    shutil.rmtree(tmp_path / "logs")
+    md.unlink()
+    (figs / "popgym-RepeatPreviousEasy-v0.png").unlink()
+    assert benchmark.main([*argv, "--reuse", "--results-dir", str(records)]) == 0
+    assert not (tmp_path / "logs").exists() and row in md.read_text()
+    assert (figs / "popgym-RepeatPreviousEasy-v0.png").is_file()
+    # a record made with other settings (another budget here) is not taken
+    changed = [*argv[:8], "65", *argv[9:]]
+    assert changed[7:9] == ["--steps", "65"]
+    assert benchmark.main([*changed, "--report-only", "--results-dir", str(records)]) == 0
+    assert "| n/a | n/a |" in md.read_text()
 
 
 def test_benchmark_reports_failed_runs(tmp_path):
@@ -478,6 +492,7 @@ def test_benchmark_reuse_tells_held_out_evaluation_apart(tmp_path):
             "eval_episodes": 2, "hyperparams": None, "eval_env_kwargs": {"split": "test"}}
     (run / "MetaWorldML1-v0" / "args.yml").write_text(yaml.safe_dump(args))
     (run / "summary.yml").write_text(yaml.safe_dump({"wall_time_s": 1.0, "last_eval_mean": 0.5}))
-    assert benchmark.find_finished_run(spec)[0] == run
+    assert benchmark.find_finished_run(spec)["args"]["eval_env_kwargs"] == {"split": "test"}
+    assert benchmark.find_finished_run(spec)["run_dir"] == str(run)
     spec.eval_env_kwargs = None
     assert benchmark.find_finished_run(spec) is None

@@ -35,7 +35,7 @@ from rl_zoo3.utils import StoreDict
 from zoo.algos import check_algo
 from zoo.envs import ENV_GROUPS, check_env_id, expand_env_groups
 
-__all__ = ["Cell", "RunSpec", "run_benchmark", "write_report", "write_run_records", "main"]
+__all__ = ["Cell", "RunSpec", "find_finished_run", "run_record", "run_benchmark", "write_report", "write_run_records", "main"]
 
 
 @dataclass
@@ -67,14 +67,25 @@ class RunSpec:
         return out
 
 
+MATCH_KEYS = ("seed", "n_timesteps", "eval_freq", "eval_episodes", "hyperparams", "eval_env_kwargs")
+
+
 @dataclass
 class Cell:
-    """Results of one (env, algo) pair over seeds."""
+    """Results of one (env, algo) pair over seeds: one record (see :func:`run_record`) per finished run."""
 
-    finals: list[float] = field(default_factory=list)
-    walls: list[float] = field(default_factory=list)
-    runs: list[Path] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def finals(self) -> list[float]:
+        """Last deterministic evaluation return of each run that evaluated."""
+        return [r["summary"]["last_eval_mean"] for r in self.records if r["summary"].get("last_eval_mean") is not None]
+
+    @property
+    def walls(self) -> list[float]:
+        """Wall time of each run in seconds."""
+        return [float(r["summary"]["wall_time_s"]) for r in self.records]
 
     def summary(self) -> str:
         """``mean +- std (n=seeds, wall s)`` or ``failed: ...``."""
@@ -83,30 +94,57 @@ class Cell:
         text = f"{np.mean(self.finals):.3f} +- {np.std(self.finals):.3f} (n={len(self.finals)}, {np.mean(self.walls):.0f} s)"
         return text + (f" [{len(self.errors)} failed]" if self.errors else "")
 
-    def add(self, run_dir: Path, wall: float, final: float | None) -> None:
+    def add(self, record: dict) -> None:
         """Record one finished run."""
-        self.runs.append(run_dir)
-        self.walls.append(wall)
-        if final is not None:
-            self.finals.append(final)
-        else:
+        self.records.append(record)
+        if record["summary"].get("last_eval_mean") is None:
             self.errors.append("no evaluation ran (eval_freq > steps?)")
 
 
-def find_finished_run(args: RunSpec) -> tuple[Path, dict] | None:
-    """A finished run (with ``summary.yml``) in ``args.log_folder`` made with the same algo, env, seed, budget,
-    evaluation settings and overrides as ``args``; ``(run_dir, summary)`` or ``None``."""
-    keys = ("algo", "env", "seed", "n_timesteps", "eval_freq", "eval_episodes", "hyperparams", "eval_env_kwargs")
-    wanted = {k: getattr(args, k) for k in keys}
+def run_record(run_dir: Path, algo: str, env_id: str) -> dict:
+    """What the report needs of one finished ``zoo.train`` run, as plain JSON types: its ``summary.yml``, the
+    settings it was made with (``args.yml``) and its evaluation curve (``evaluations.npz``)."""
+    summary = yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
+    saved = yaml.safe_load((run_dir / env_id / "args.yml").read_text()) or {}
+    args = {k: saved.get(k) for k in (*MATCH_KEYS, "num_threads")}
+    args["hyperparams"] = args["hyperparams"] or {}
+    args["eval_env_kwargs"] = args["eval_env_kwargs"] or None
+    record = {"algo": algo, "env": env_id, "run_dir": str(run_dir), "summary": summary, "args": args}
+    if (run_dir / "evaluations.npz").is_file():
+        with np.load(run_dir / "evaluations.npz", allow_pickle=False) as ev:
+            record["evaluations"] = {"timesteps": ev["timesteps"].tolist(),
+                                     "mean_return": ev["results"].mean(axis=1).tolist()}
+    return record
+
+
+def _record_path(folder: str | Path, algo: str, env_id: str, seed: int) -> Path:
+    return Path(folder) / f"{algo}__{env_id}__seed{seed}.json"
+
+
+def _same_settings(record: dict, args: RunSpec) -> bool:
+    saved = dict(record.get("args") or {})
+    saved["hyperparams"] = saved.get("hyperparams") or {}
+    saved["eval_env_kwargs"] = saved.get("eval_env_kwargs") or None
+    return (record.get("algo"), record.get("env")) == (args.algo, args.env) and all(
+        saved.get(k) == getattr(args, k) for k in MATCH_KEYS)
+
+
+def find_finished_run(args: RunSpec, results_dir: str | Path | None = None) -> dict | None:
+    """The record of a finished run made with the same algo, env, seed, budget, evaluation settings and overrides
+    as ``args``: a run folder with ``summary.yml`` in ``args.log_folder``, else a JSON record in ``results_dir``
+    (log folders are not committed; records are, so a benchmark resumes in a fresh checkout). ``None`` if neither."""
     for args_file in sorted((Path(args.log_folder) / args.algo).glob(f"{args.env}_*/{args.env}/args.yml")):
         run_dir = args_file.parent.parent
-        if not (run_dir / "summary.yml").is_file():
-            continue
-        saved = yaml.safe_load(args_file.read_text()) or {}
-        saved["hyperparams"] = saved.get("hyperparams") or {}
-        saved["eval_env_kwargs"] = saved.get("eval_env_kwargs") or None
-        if {k: saved.get(k) for k in keys} == wanted:
-            return run_dir, yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
+        if (run_dir / "summary.yml").is_file():
+            record = run_record(run_dir, args.algo, args.env)
+            if _same_settings(record, args):
+                return record
+    if results_dir is not None and (path := _record_path(results_dir, args.algo, args.env, args.seed)).is_file():
+        import json
+
+        record = json.loads(path.read_text())
+        if _same_settings(record, args):
+            return record
     return None
 
 
@@ -127,10 +165,12 @@ def run_benchmark(
     on_update: Callable[[dict[tuple[str, str], Cell]], None] | None = None,
     train_missing: bool = True,
     eval_env_kwargs: dict | None = None,
+    results_dir: str | Path | None = None,
 ) -> dict[tuple[str, str], Cell]:
     """Train every (env, algo, seed); returns ``{(env, algo): Cell}``. ``eval_freq`` defaults to ``steps // 10``.
 
-    With ``reuse``, finished runs of identical settings found in ``log_folder`` are taken instead of retrained
+    With ``reuse``, finished runs of identical settings found in ``log_folder`` (or recorded in ``results_dir``)
+    are taken instead of retrained
     (all of them are collected first, so a report written by ``on_update`` -- called after every new run --
     always shows every result available so far). ``train_missing=False`` trains nothing: the results are the
     finished runs found (``--report-only``).
@@ -157,10 +197,9 @@ def run_benchmark(
                     num_threads=num_threads,
                     eval_env_kwargs=dict(eval_env_kwargs) if eval_env_kwargs else None,
                 )
-                found = find_finished_run(args) if reuse or not train_missing else None
+                found = find_finished_run(args, results_dir) if reuse or not train_missing else None
                 if found is not None:
-                    run_dir, summary = found
-                    results[(env_id, algo)].add(run_dir, float(summary["wall_time_s"]), summary.get("last_eval_mean"))
+                    results[(env_id, algo)].add(found)
                 elif train_missing:
                     todo.append(args)
     for args in todo:
@@ -172,31 +211,22 @@ def run_benchmark(
             traceback.print_exc()
             cell.errors.append(f"{type(err).__name__}: {err}".splitlines()[0][:120])
         else:
-            cell.add(res.run_dir, res.wall_time_s, res.last_eval_mean)
+            cell.add(run_record(Path(res.run_dir), args.algo, args.env))
         if on_update is not None:
             on_update(results)
     return results
 
 
 def write_run_records(results: dict[tuple[str, str], Cell], folder: str | Path) -> list[Path]:
-    """One ``<algo>__<env>__seed<k>.json`` per finished run: its ``summary.yml``, ``args.yml`` and evaluations."""
+    """One ``<algo>__<env>__seed<k>.json`` per finished run (see :func:`run_record`): a record to commit, which
+    ``--reuse`` takes in a checkout without the log folder. One folder holds one benchmark's settings."""
     import json
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for (env_id, algo), cell in results.items():
-        for run_dir in cell.runs:
-            summary = yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
-            args = yaml.safe_load((run_dir / env_id / "args.yml").read_text()) or {}
-            record = {"algo": algo, "env": env_id, "run_dir": str(run_dir), "summary": summary,
-                      "args": {k: args.get(k) for k in ("seed", "n_timesteps", "eval_freq", "eval_episodes",
-                                                         "hyperparams", "num_threads")}}
-            if (run_dir / "evaluations.npz").is_file():
-                with np.load(run_dir / "evaluations.npz", allow_pickle=False) as ev:
-                    record["evaluations"] = {"timesteps": ev["timesteps"].tolist(),
-                                             "mean_return": ev["results"].mean(axis=1).tolist()}
-            path = folder / f"{algo}__{env_id}__seed{summary.get('seed', args.get('seed'))}.json"
+        for record in cell.records:
+            path = _record_path(folder, algo, env_id, record["args"]["seed"])
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=1) + "\n")
             written.append(path)
     return written
@@ -246,14 +276,13 @@ def write_report(
     results: dict[tuple[str, str], Cell],
     out: str | Path,
     fig_dir: str | Path,
-    log_folder: str | Path,
     command: str,
     steps: int,
     seeds: int,
     note: str = "",
 ) -> Path:
     """Write the markdown table and one learning-curve PNG per env (relative links from ``out``)."""
-    from zoo.plot import plot_curves
+    from zoo.plot import draw_curves
 
     out, fig_dir = Path(out), Path(fig_dir)
     envs = list(dict.fromkeys(e for e, _ in results))
@@ -278,12 +307,13 @@ def write_report(
     lines += aggregate_lines(results, envs, algos)
     lines += ["", "## Learning curves", ""]
     for env_id in envs:
-        runs = {(a, env_id): results[(env_id, a)].runs for a in algos}
-        if not any(runs.values()):
-            continue
+        panel = {a: ("eval", [(np.asarray(r["evaluations"]["timesteps"], dtype=np.float64),
+                               np.asarray(r["evaluations"]["mean_return"], dtype=np.float64))
+                              for r in results[(env_id, a)].records if r.get("evaluations", {}).get("timesteps")])
+                 for a in algos}
         png = fig_dir / f"{env_id}.png"
         try:
-            plot_curves(log_folder, png, envs=[env_id], algos=algos, runs=runs, window=10)
+            draw_curves({env_id: panel}, png)
         except FileNotFoundError:
             continue
         rel = os.path.relpath(png, out.parent)
@@ -317,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the finished runs in the log folder")
     p.add_argument("--results-dir", default=None,
-                   help="also write one JSON per finished run here (summary, args, evaluations): a record to commit")
+                   help="also write one JSON per finished run here (summary, args, evaluations): a record to commit; "
+                        "--reuse and --report-only take runs recorded here when the log folder lacks them")
     p.add_argument("--verbose", type=int, default=0)
     ns = p.parse_args(argv)
     try:
@@ -336,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     def report(results: dict[tuple[str, str], Cell]) -> Path:  # rewritten after every run: a killed benchmark keeps it
         if ns.results_dir:
             write_run_records(results, ns.results_dir)
-        return write_report(results, ns.out, ns.fig_dir, ns.log_folder, command, ns.steps, ns.seeds, ns.note)
+        return write_report(results, ns.out, ns.fig_dir, command, ns.steps, ns.seeds, ns.note)
 
     results = run_benchmark(
         envs,
@@ -355,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         on_update=report,
         train_missing=not ns.report_only,
         eval_env_kwargs=ns.eval_env_kwargs,
+        results_dir=ns.results_dir,
     )
     out = report(results)
     print(f"Wrote {out} ({time.time() - start:.0f} s)")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["find_runs", "read_monitor_files", "run_curve", "aggregate", "plot_curves", "main"]
+__all__ = ["find_runs", "read_monitor_files", "run_curve", "aggregate", "plot_curves", "draw_curves", "main"]
 
 
 def find_runs(log_folder: str | Path, algo: str, env_id: str) -> list[Path]:
@@ -97,6 +97,9 @@ def aggregate(curves: list[tuple[np.ndarray, np.ndarray]], n_points: int = 100) 
     return {"x": grid, "mean": ys.mean(0), "std": ys.std(0), "min": ys.min(0), "max": ys.max(0), "n": np.array(len(curves))}
 
 
+Curve = tuple[np.ndarray, np.ndarray]  # (timesteps (N,), returns (N,))
+
+
 def plot_curves(
     log_folder: str | Path,
     out: str | Path,
@@ -105,37 +108,46 @@ def plot_curves(
     source: str = "auto",
     window: int = 20,
     band: str = "std",
-    runs: dict[tuple[str, str], list[Path]] | None = None,
 ) -> Path:
-    """Draw one panel per env, one line (+ band) per algo, and save a PNG to ``out``.
+    """Draw one panel per env, one line (+ band) per algo from every ``<algo>/<env>_<n>`` run under ``log_folder``."""
+    log_folder = Path(log_folder)
+    if algos is None:
+        algos = sorted(p.name for p in log_folder.iterdir() if p.is_dir()) if log_folder.is_dir() else []
+    envs = envs or _envs_in(log_folder, algos)
+    if not envs:
+        raise FileNotFoundError(f"No runs found under {log_folder} (expected <algo>/<env>_<n>/ folders from zoo.train).")
+    panels: dict[str, dict[str, tuple[str, list[Curve]]]] = {}
+    for env_id in envs:
+        panels[env_id] = {}
+        for algo in algos:
+            dirs = find_runs(log_folder, algo, env_id)
+            src = source
+            if src == "auto":
+                src = "eval" if dirs and all((r / "evaluations.npz").is_file() for r in dirs) else "train"
+            panels[env_id][algo] = (src, [c for r in dirs if (c := run_curve(r, src, window)) is not None])
+    try:
+        return draw_curves(panels, out, band)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No finished episodes or evaluations for {envs} under {log_folder}.") from None
 
-    ``runs`` maps ``(algo, env)`` to run folders, to plot exactly those (``zoo.benchmark`` does) instead of
-    every ``<algo>/<env>_<n>`` folder under ``log_folder``.
+
+def draw_curves(panels: dict[str, dict[str, tuple[str, list[Curve]]]], out: str | Path, band: str = "std") -> Path:
+    """Save a PNG with one panel per env and one line (mean over seeds, +- std or min/max band) per algo.
+
+    ``panels[env][algo] = (source label, curves)``, one curve per seed; an algo without curves draws nothing.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    log_folder = Path(log_folder)
-    if algos is None:
-        algos = sorted(p.name for p in log_folder.iterdir() if p.is_dir()) if log_folder.is_dir() else []
-        if runs is not None:
-            algos = sorted({a for a, _ in runs})
-    envs = envs or (sorted({e for _, e in runs}) if runs is not None else _envs_in(log_folder, algos))
-    if not envs:
-        raise FileNotFoundError(f"No runs found under {log_folder} (expected <algo>/<env>_<n>/ folders from zoo.train).")
+    envs = list(panels)
     cols = min(3, len(envs))
     rows = (len(envs) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     drawn = 0
     for ax, env_id in zip(axes.flat, envs):
-        for algo in algos:
-            dirs = runs.get((algo, env_id), []) if runs is not None else find_runs(log_folder, algo, env_id)
-            src = source
-            if src == "auto":
-                src = "eval" if dirs and all((r / "evaluations.npz").is_file() for r in dirs) else "train"
-            curves = [c for r in dirs if (c := run_curve(r, src, window)) is not None]
+        for algo, (src, curves) in panels[env_id].items():
             if not curves:
                 continue
             agg = aggregate(curves)
@@ -153,7 +165,7 @@ def plot_curves(
         ax.axis("off")
     if drawn == 0:
         plt.close(fig)
-        raise FileNotFoundError(f"No finished episodes or evaluations for {envs} under {log_folder}.")
+        raise FileNotFoundError(f"No curves to draw for {envs}.")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
