@@ -496,3 +496,27 @@ def test_benchmark_reuse_tells_held_out_evaluation_apart(tmp_path):
     assert benchmark.find_finished_run(spec)["run_dir"] == str(run)
     spec.eval_env_kwargs = None
     assert benchmark.find_finished_run(spec) is None
+
+
+def test_benchmark_reports_in_context_adaptation_of_trial_envs(tmp_path):
+    """A trial env's runs get the return per inner episode of evaluation trials (recorded in the run folder, the JSON
+    record and the report's adaptation table); a plain env's runs get none."""
+    import json
+
+    tiny = {"n_envs": 1, "n_steps": 32, "batch_size": 32, "n_epochs": 1}
+    kwargs = dict(eval_episodes=3, hyperparams=tiny, num_threads=1)
+    trial_env, plain_env = "DarkKeyToDoor-v0", "popgym-RepeatPreviousEasy-v0"
+    results = benchmark.run_benchmark([trial_env, plain_env], ["recurrent_ppo"], 1, 64, tmp_path, **kwargs)
+    trial_run = results[(trial_env, "recurrent_ppo")].records[0]
+    returns = trial_run["trials"]["returns"]
+    assert len(returns) == 3 and {len(t) for t in returns} == {4}  # the yml's trial: 4 inner episodes
+    assert [len(t) for t in trial_run["trials"]["successes"]] == [4, 4, 4]  # is_success: the door was opened
+    assert json.loads((Path(trial_run["run_dir"]) / benchmark.TRIALS_FILE).read_text()) == trial_run["trials"]
+    assert "trials" not in results[(plain_env, "recurrent_ppo")].records[0]
+    md = benchmark.write_report(results, tmp_path / "report.md", tmp_path / "figs", "cmd", 64, 1)
+    text = md.read_text()
+    assert "## In-context adaptation (trial envs)" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {trial_env} | recurrent_ppo |"))
+    assert re.search(r"\| [-+]\d+\.\d\d \+- 0\.00 \| (\d\.\d\d, ){3}\d\.\d\d \| 1 \|$", row) and row.count(",") == 6
+    records = benchmark.write_run_records(results, tmp_path / "records")
+    assert any(json.loads(p.read_text()).get("trials") == trial_run["trials"] for p in records)

@@ -114,7 +114,27 @@ def run_record(run_dir: Path, algo: str, env_id: str) -> dict:
         with np.load(run_dir / "evaluations.npz", allow_pickle=False) as ev:
             record["evaluations"] = {"timesteps": ev["timesteps"].tolist(),
                                      "mean_return": ev["results"].mean(axis=1).tolist()}
+    if (run_dir / TRIALS_FILE).is_file():
+        import json
+
+        record["trials"] = json.loads((run_dir / TRIALS_FILE).read_text())
     return record
+
+
+TRIALS_FILE = "trial_returns.json"
+
+
+def evaluate_trials(run_dir: Path, args: RunSpec) -> None:
+    """For trial envs (meta-RL), write the final model's return (and success) per inner episode over
+    ``eval_episodes`` trials of the evaluation env (seed + 10000, ``eval_env_kwargs``) to ``run_dir/trial_returns.json``."""
+    import json
+
+    from zoo.enjoy import trial_returns
+
+    trials = trial_returns(run_dir / f"{args.env}.zip", args.algo, args.env, args.eval_episodes, args.seed + 10_000,
+                           args.eval_env_kwargs, args.device)
+    if trials is not None:
+        (run_dir / TRIALS_FILE).write_text(json.dumps(trials) + "\n")
 
 
 def _record_path(folder: str | Path, algo: str, env_id: str, seed: int) -> Path:
@@ -211,6 +231,7 @@ def run_benchmark(
             traceback.print_exc()
             cell.errors.append(f"{type(err).__name__}: {err}".splitlines()[0][:120])
         else:
+            evaluate_trials(Path(res.run_dir), args)
             cell.add(run_record(Path(res.run_dir), args.algo, args.env))
         if on_update is not None:
             on_update(results)
@@ -264,6 +285,31 @@ def aggregate_lines(results: dict[tuple[str, str], Cell], envs: list[str], algos
     return lines
 
 
+def trial_lines(results: dict[tuple[str, str], Cell], envs: list[str], algos: list[str]) -> list[str]:
+    """The report's in-context adaptation section for trial envs: return (and success) per inner episode of a trial,
+    and the improvement from the first to the last inner episode (mean +- std over seeds)."""
+    rows = []
+    for env_id in envs:
+        for algo in algos:
+            trials = [r["trials"] for r in results[(env_id, algo)].records if r.get("trials", {}).get("returns")]
+            if not trials or len({len(t["returns"][0]) for t in trials}) != 1:
+                continue
+            per_seed = np.array([np.mean(t["returns"], axis=0) for t in trials])  # (seeds, k)
+            gain = per_seed[:, -1] - per_seed[:, 0]
+            success = [np.mean(t["successes"], axis=0) for t in trials if t.get("successes")]
+            rate = ", ".join(f"{x:.2f}" for x in np.mean(success, axis=0)) if success else "-"
+            rows.append(f"| {env_id} | {algo} | " + ", ".join(f"{x:.2f}" for x in per_seed.mean(0))
+                        + f" | {gain.mean():+.2f} +- {gain.std():.2f} | {rate} | {len(trials)} |")
+    if not rows:
+        return []
+    return ["", "## In-context adaptation (trial envs)", "",
+            "Final model, deterministic, on evaluation trials (seed + 10000, the evaluation env kwargs): mean over "
+            "trials and seeds of the return of each inner episode of a trial, the gain from the first to the last "
+            "inner episode (mean +- std over seeds), and the success rate per inner episode where the env reports it.",
+            "", "| env | algo | return per inner episode | last - first | success per inner episode | seeds |",
+            "|---|---|---|---|---|---|", *rows]
+
+
 def _machine() -> str:
     import torch
 
@@ -305,6 +351,7 @@ def write_report(
         best = max(means, key=means.get) if means else "n/a"
         lines.append(f"| {env_id} | " + " | ".join(c.summary() for c in cells) + f" | {best} |")
     lines += aggregate_lines(results, envs, algos)
+    lines += trial_lines(results, envs, algos)
     lines += ["", "## Learning curves", ""]
     for env_id in envs:
         panel = {a: ("eval", [(np.asarray(r["evaluations"]["timesteps"], dtype=np.float64),

@@ -25,7 +25,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-__all__ = ["find_model", "run_episodes", "save_gif", "main"]
+__all__ = ["find_model", "run_episodes", "trial_returns", "save_gif", "main"]
 
 
 def run_env_kwargs(model_path: str | Path, algo: str, env_id: str, cli: list[str] | None = None) -> dict[str, Any]:
@@ -100,13 +100,15 @@ def run_episodes(
     record: bool = False,
     max_steps: int = 100_000,
     inner: list[list[float]] | None = None,
+    inner_success: list[list[bool]] | None = None,
 ) -> tuple[list[float], list[int], list[np.ndarray]]:
     """Run ``n_episodes`` on env 0 of a VecEnv with the model's recurrent state.
 
     Returns:
         ``(returns, lengths, frames)``: lists of per-episode return and length, and the image frames of env 0
         when ``record`` (empty for envs without image observations). For trial envs (``TrialWrapper``: meta-RL),
-        ``inner`` (if given) receives one list per finished trial: the return of each of its inner episodes.
+        ``inner`` (if given) receives one list per finished trial: the return of each of its inner episodes, and
+        ``inner_success`` their ``info["is_success"]`` (envs that report it: Meta-World).
     """
     obs = env.reset()
     state = None
@@ -114,6 +116,7 @@ def run_episodes(
     returns, lengths, frames = [], [], []
     ep_ret, ep_len = 0.0, 0
     trial: list[float] = []
+    trial_success: list[bool] = []
     inner_ret = 0.0
     for _ in range(max_steps):
         if record and (img := _image(obs)) is not None:
@@ -127,16 +130,46 @@ def run_episodes(
         if "inner_episode_done" in infos[0] and (infos[0]["inner_episode_done"] or done[0]):
             trial.append(inner_ret)
             inner_ret = 0.0
+            if "is_success" in infos[0]:
+                trial_success.append(bool(infos[0]["is_success"]))
         if done[0]:
             returns.append(ep_ret)
             lengths.append(ep_len)
             ep_ret, ep_len = 0.0, 0
             if inner is not None and trial:
                 inner.append(trial)
-            trial, inner_ret = [], 0.0
+            if inner_success is not None and trial_success:
+                inner_success.append(trial_success)
+            trial, trial_success, inner_ret = [], [], 0.0
             if len(returns) >= n_episodes:
                 break
     return returns, lengths, frames
+
+
+def trial_returns(model_path: str | Path, algo: str, env_id: str, n_trials: int, seed: int,
+                  env_kwargs: dict[str, Any] | None = None, device: str = "auto") -> dict[str, list] | None:
+    """Return (and success, where the env reports ``is_success``) of each inner episode of ``n_trials`` trials of a
+    trial env (meta-RL), deterministic policy: ``{"returns": [[r_1, ..., r_k], ...], "successes": [[bool]] or []}``.
+
+    The env gets the run's env kwargs with ``env_kwargs`` on top (e.g. ``{"split": "test"}``: held-out goals) and
+    ``seed``. ``None`` when the env is not a trial env (its reset info has no ``inner_episode_done``).
+    """
+    from zoo.envs import make_vec_env
+    from zoo.runs import load_model, run_hyperparams
+
+    kwargs = {**run_env_kwargs(model_path, algo, env_id), **(env_kwargs or {})}
+    env = make_vec_env(env_id, algo, 1, seed=seed, env_kwargs=kwargs)
+    try:
+        env.reset()
+        if "inner_episode_done" not in (getattr(env, "reset_infos", None) or [{}])[0]:
+            return None
+        model = load_model(algo, model_path, env, run_hyperparams(model_path, algo, env_id), device=device)
+        inner: list[list[float]] = []
+        success: list[list[bool]] = []
+        run_episodes(model, env, n_trials, deterministic=True, inner=inner, inner_success=success)
+        return {"returns": inner, "successes": success}
+    finally:
+        env.close()
 
 
 def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 15) -> Path:
@@ -216,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"zoo.enjoy: error: {err}\n")
     print(f"Loaded {path}")
     inner: list[list[float]] = []
+    success: list[list[bool]] = []
     returns, lengths, frames = run_episodes(model, env, ns.n_episodes, not ns.stochastic, bool(ns.gif), ns.n_timesteps,
-                                            inner)
+                                            inner, success)
     env.close()
     for i, (r, n) in enumerate(zip(returns, lengths)):
         print(f"episode {i}: return {r:.3f}, length {n}")
@@ -225,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         per_inner = np.mean(inner, axis=0)
         print("return per inner episode of a trial (mean over trials): " + ", ".join(f"{r:.3f}" for r in per_inner))
         print(f"in-context improvement (last - first inner episode): {per_inner[-1] - per_inner[0]:+.3f}")
+    if success and len({len(t) for t in success}) == 1:
+        rate = np.mean(success, axis=0)
+        print("success rate per inner episode of a trial: " + ", ".join(f"{r:.2f}" for r in rate))
     if returns:
         print(f"mean return {np.mean(returns):.3f} +- {np.std(returns):.3f} over {len(returns)} episodes")
     else:
