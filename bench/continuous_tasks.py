@@ -31,15 +31,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.env_util import make_vec_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import wrappers  # noqa: E402
 from bench.memory_tasks import _EvalClock  # noqa: E402  (deterministic evaluation every N steps, JSON after each)
+from zoo.envs import make_vec_env  # noqa: E402  (the zoo's envs: trajectory form for AMAGO)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "continuous"
@@ -57,20 +55,12 @@ EVAL_EPISODES = {"pointmass": 40, "recall": 40, "po_pendulum": 16, "noisy_po_pen
 
 
 def make_envs(task: str, algo: str, n_envs: int, seed: int, truncated_is_done: bool | None = None):
-    """The same 8-env VecEnv for every algo; AMAGO's in trajectory form (``truncated_is_done``: None = the env's
-    default, else how the trajectory form reports time limits)."""
-    env_id = TASKS[task]
-    if algo == "amago":
-        if truncated_is_done is None:
-            return make_vec_env(lambda: wrappers.make_env(env_id), n_envs=n_envs, seed=seed)
-        wrappers.register_all()
-        kwargs = {"trajectory": False} if env_id.startswith("popgym-") else {}
-        return make_vec_env(lambda: wrappers.TrajectoryWrapper(gym.make(env_id, **kwargs),
-                                                               truncated_is_done=truncated_is_done),
-                            n_envs=n_envs, seed=seed)
-    kwargs = {"trajectory": False} if env_id.startswith("popgym-") else {}
-    wrappers.register_all()
-    return make_vec_env(lambda: gym.make(env_id, **kwargs), n_envs=n_envs, seed=seed)
+    """The same VecEnv for every algo, as the zoo builds it (``zoo.envs.make_vec_env``); AMAGO's in trajectory form
+    (``truncated_is_done``: None = the env's default, else how the trajectory form reports time limits)."""
+    kwargs: dict[str, Any] = {}
+    if algo == "amago" and truncated_is_done is not None:
+        kwargs = {"trajectory": True, "truncated_is_done": truncated_is_done}
+    return make_vec_env(TASKS[task], algo, n_envs, seed=seed, env_kwargs=kwargs)
 
 
 def build_model(algo: str, env, seed: int, kwargs: dict[str, Any]):

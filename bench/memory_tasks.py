@@ -33,23 +33,18 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from amago_sb.exploration import QuietCorridorExploration
-from wrappers import TrajectoryWrapper
-from wrappers.envs.bandits import TwoArmedBanditEnv
-from wrappers.envs.tmaze import TMazePassiveEnv
+from zoo.envs import make_vec_env as zoo_vec_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "memory_tasks"
@@ -83,23 +78,24 @@ DEFAULT_EVERY = {"tmaze": 4000, "bandit": 1000}
 DEFAULT_EPISODES = {"tmaze": 24, "bandit": 96}  # bandit returns are noisy (one episode: 30 Bernoulli pulls)
 
 
-def plain_env_fn(task: str, corridor: int, terminal_time_limit: bool = False) -> Callable[[], gym.Env]:
-    """Factory of the plain (non-trajectory) env of ``task``."""
+ENV_IDS = {"tmaze": "TMazePassive-v0", "bandit": "TwoArmedBandit-v0"}
+
+
+def env_kwargs(task: str, corridor: int, terminal_time_limit: bool = False) -> dict[str, Any]:
+    """``gym.make`` kwargs of ``task``'s env (the T-maze's corridor and Ni et al.'s options; the bandit has none)."""
     if task == "tmaze":
-        return lambda: TMazePassiveEnv(corridor, behind_schedule_penalty=True, time_limit_terminates=terminal_time_limit,
-                                       wrong_choice_reward=WRONG_CHOICE_REWARD)
+        return dict(corridor_length=corridor, behind_schedule_penalty=True, time_limit_terminates=terminal_time_limit,
+                    wrong_choice_reward=WRONG_CHOICE_REWARD)
     if task == "bandit":
-        return lambda: TwoArmedBanditEnv()
+        return {}
     raise ValueError(f"Unknown task {task!r}; use one of {TASKS}.")
 
 
 def make_envs(task: str, algo: str, corridor: int, n_envs: int, seed: int, terminal_time_limit: bool = False):
-    """VecEnv for ``algo``: trajectory form for AMAGO, the plain env for the SB3 baselines."""
-    fn = plain_env_fn(task, corridor, terminal_time_limit)
-    if algo == "amago":
-        return make_vec_env(lambda: TrajectoryWrapper(fn(), max_episode_steps=fn().max_episode_length),
-                            n_envs=n_envs, seed=seed)
-    return make_vec_env(fn, n_envs=n_envs, seed=seed)
+    """VecEnv for ``algo`` as the zoo builds it (``zoo.envs.make_vec_env``): trajectory form for AMAGO, the plain env
+    for the SB3 baselines."""
+    return zoo_vec_env(ENV_IDS[task] if task in ENV_IDS else task, algo, n_envs, seed=seed,
+                       env_kwargs=env_kwargs(task, corridor, terminal_time_limit))
 
 
 def build_model(task: str, algo: str, env, seed: int, kwargs: dict[str, Any]):

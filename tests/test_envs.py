@@ -51,6 +51,20 @@ def test_trajectory_kwarg_plain_envs(env_id):
     assert traj.get_wrapper_attr("max_episode_steps") == plain.unwrapped.max_episode_length
 
 
+def test_truncated_is_done_kwarg_of_shipped_trajectory_forms():
+    """gym.make(id, trajectory=True, truncated_is_done=...) sets how the trajectory form reports the time limit."""
+    for flag in (True, False):
+        env = gym.make("PointMassCue-v0", trajectory=True, truncated_is_done=flag)
+        env.reset(seed=0)
+        ends = []
+        for _ in range(env.get_wrapper_attr("max_episode_steps")):
+            *_, terminated, truncated, _ = env.step(env.action_space.sample())
+            ends.append((terminated, truncated))
+        assert ends[-1] == ((True, False) if flag else (False, True))
+    with pytest.raises(ValueError, match="truncated_is_done=True applies to the trajectory form"):
+        gym.make("PointMassCue-v0", truncated_is_done=True)
+
+
 @pytest.mark.parametrize("env_id", ["GoalGridInstruction-v0", "MetaBanditTrial-v0"])
 def test_trajectory_only_envs_accept_the_kwarg(env_id):
     for flag in (False, True):

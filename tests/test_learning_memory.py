@@ -34,7 +34,7 @@ def test_make_envs_forms():
     assert set(amago_env.observation_space.spaces) >= {"obs", "prev_action", "prev_reward", "time", "reset"}
     assert plain_env.observation_space.shape == (1,)
     with pytest.raises(ValueError, match="Unknown task"):
-        mt.plain_env_fn("maze", 10)
+        mt.make_envs("maze", "ppo", 10, n_envs=1, seed=0)
 
 
 @pytest.mark.slow

@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.env_util import make_vec_env
 
-import wrappers
 from amago_sb import AMAGO
 from amago_sb.checkpoint import (
     AtomicCheckpointCallback,
@@ -31,6 +29,7 @@ from amago_sb.checkpoint import (
     validate_checkpoint,
 )
 from amago_sb.replay import ReplayDiskFullError, ReplayFileWarning, TrajectoryStore
+from zoo.envs import make_vec_env
 
 TINY = dict(batch_size=4, context_len=8, train_freq=4, gradient_steps=2, learning_starts=16, n_envs=2,
             policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2, head_hidden=16))
@@ -38,7 +37,7 @@ ENV = "TMazePassive-v0"
 
 
 def _env():
-    return make_vec_env(lambda: wrappers.make_env(ENV), n_envs=2)
+    return make_vec_env(ENV, "amago", n_envs=2)  # the zoo's factory: trajectory form, monitored
 
 
 def _model(tmp_path: Path, **kw) -> AMAGO:

@@ -10,19 +10,18 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 
-import wrappers
 from amago_sb import AMAGO
 from amago_sb.nonfinite import NonFiniteGuard
+from zoo.envs import make_vec_env
 
 TINY = dict(batch_size=4, context_len=8, train_freq=4, gradient_steps=2, learning_starts=16, n_envs=2,
             policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2, head_hidden=16))
 
 
 def _env():
-    return make_vec_env(lambda: wrappers.make_env("TMazePassive-v0"), n_envs=2)
+    return make_vec_env("TMazePassive-v0", "amago", n_envs=2)  # the zoo's factory: trajectory form, monitored
 
 
 @pytest.fixture(scope="module")

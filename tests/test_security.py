@@ -17,9 +17,7 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.env_util import make_vec_env
 
-import wrappers
 from amago_sb import AMAGO
 from amago_sb.serialization import (
     NotAMAGOCheckpointError,
@@ -32,6 +30,7 @@ from amago_sb.serialization import (
     import_trusted,
     read_checkpoint,
 )
+from zoo.envs import make_vec_env
 
 TINY = dict(batch_size=4, context_len=8, train_freq=4, gradient_steps=2, learning_starts=16, n_envs=2,
             policy_kwargs=dict(d_model=16, n_layers=1, n_heads=2, head_hidden=16))
@@ -49,7 +48,7 @@ class _WritesMarker:
 
 
 def _env():
-    return make_vec_env(lambda: wrappers.make_env(ENV), n_envs=2)
+    return make_vec_env(ENV, "amago", n_envs=2)  # the zoo's factory: trajectory form, monitored
 
 
 @pytest.fixture(scope="module")

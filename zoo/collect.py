@@ -145,18 +145,12 @@ class Collector:
         )
 
     def _make_env(self):
-        from stable_baselines3.common.env_util import make_vec_env
-        from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-
-        from zoo.envs import check_env_id, make_single_env
+        from zoo.envs import make_vec_env
         from zoo.hyperparams import resolve_env_kwargs
 
-        check_env_id(self.args.env)
-        env_id = self.args.env
-        cls = SubprocVecEnv if self.args.vec_env == "subproc" else DummyVecEnv
-        env_kwargs = resolve_env_kwargs("amago", env_id, cli=self.args.env_kwargs)
-        return make_vec_env(lambda: make_single_env(env_id, "amago", env_kwargs), n_envs=self.args.n_envs, seed=self.seed,
-                            vec_env_cls=cls)
+        env_kwargs = resolve_env_kwargs("amago", self.args.env, cli=self.args.env_kwargs)
+        return make_vec_env(self.args.env, "amago", self.args.n_envs, seed=self.seed, env_kwargs=env_kwargs,
+                            vec_env=self.args.vec_env)
 
     def _load(self, env) -> Any:
         from amago_sb import AMAGO

@@ -46,14 +46,19 @@ _ENVS: dict[str, dict] = {
 }
 
 
-def make_shipped(target: str, trajectory: bool | None = None, plain: bool = True, **kwargs: Any) -> gym.Env:
-    """Entry point of the shipped ids: build ``target`` (``"module:callable"``) with ``kwargs``; see module docstring."""
+def make_shipped(target: str, trajectory: bool | None = None, plain: bool = True,
+                 truncated_is_done: bool | None = None, **kwargs: Any) -> gym.Env:
+    """Entry point of the shipped ids: build ``target`` (``"module:callable"``) with ``kwargs``; see module docstring.
+    ``truncated_is_done`` goes to the ``TrajectoryWrapper`` of ``trajectory=True`` (how it reports time limits)."""
+    if truncated_is_done is not None and not (plain and trajectory):
+        raise ValueError(f"truncated_is_done={truncated_is_done!r} applies to the trajectory form that trajectory=True "
+                         f"builds of a plain env; got trajectory={trajectory!r} for {target}.")
     module, name = target.split(":")
     env = getattr(importlib.import_module(module), name)(**kwargs)
     if plain and trajectory:
         from wrappers.trajectory_wrapper import TrajectoryWrapper
 
-        env = TrajectoryWrapper(env)
+        env = TrajectoryWrapper(env, truncated_is_done=truncated_is_done)
     return env
 
 
