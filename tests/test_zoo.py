@@ -520,3 +520,18 @@ def test_benchmark_reports_in_context_adaptation_of_trial_envs(tmp_path):
     assert re.search(r"\| [-+]\d+\.\d\d \+- 0\.00 \| (\d\.\d\d, ){3}\d\.\d\d \| 1 \|$", row) and row.count(",") == 6
     records = benchmark.write_run_records(results, tmp_path / "records")
     assert any(json.loads(p.read_text()).get("trials") == trial_run["trials"] for p in records)
+
+
+def test_benchmark_report_names_ties(tmp_path):
+    """Equal final returns are a tie in the 'best' column, never the first algo listed."""
+    def record(final):
+        return {"summary": {"last_eval_mean": final, "wall_time_s": 1.0}, "args": {"seed": 0}}
+
+    results = {("popgym-LabyrinthEscapeEasy-v0", a): benchmark.Cell([record(-0.999)]) for a in ("amago", "ppo")}
+    results[("popgym-RepeatFirstEasy-v0", "amago")] = benchmark.Cell([record(1.0)])
+    results[("popgym-RepeatFirstEasy-v0", "ppo")] = benchmark.Cell([record(-0.5)])
+    text = benchmark.write_report(results, tmp_path / "r.md", tmp_path / "f", "cmd", 10, 1).read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| popgym-")}
+    assert rows["popgym-LabyrinthEscapeEasy-v0"].endswith("| tie: amago, ppo |")
+    assert rows["popgym-RepeatFirstEasy-v0"].endswith("| amago |")
+    assert "amago ahead of ppo on 1 of 2 envs" in text

@@ -348,7 +348,9 @@ def write_report(
     for env_id in envs:
         cells = [results[(env_id, a)] for a in algos]
         means = {a: np.mean(c.finals) for a, c in zip(algos, cells) if c.finals}
-        best = max(means, key=means.get) if means else "n/a"
+        top = max(means.values()) if means else None
+        leaders = [a for a, m in means.items() if m == top]
+        best = "n/a" if not leaders else leaders[0] if len(leaders) == 1 else "tie: " + ", ".join(leaders)
         lines.append(f"| {env_id} | " + " | ".join(c.summary() for c in cells) + f" | {best} |")
     lines += aggregate_lines(results, envs, algos)
     lines += trial_lines(results, envs, algos)
