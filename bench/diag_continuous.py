@@ -49,11 +49,10 @@ def replay_stats(model, n: int = 64) -> dict:
            "sat_mean": float((torch.tanh(mu).abs() > 0.95).float().mean())}
     a_buf = pol.spec.normalize(batch.actions)
     out["replay_a_sat"] = float((a_buf[m].abs() > 0.95).float().mean())
-    from amago_sb.losses import _critic_action
     G = len(pol.gammas)
-    a_in = _critic_action(pol.spec, a_buf).unsqueeze(-2).expand(*a_buf.shape[:2], G, -1)
+    a_in = pol.spec.critic_input(a_buf).unsqueeze(-2).expand(*a_buf.shape[:2], G, -1)
     q = pol.popart.denormalized(pol.critics(s_t, a_in)).mean(2) / model.reward_multiplier  # (B, W-1, G)
-    a_pi = _critic_action(pol.spec, dist.mode())[..., None, :].expand(*a_buf.shape[:2], G, -1)
+    a_pi = pol.spec.critic_input(dist.mode())[..., None, :].expand(*a_buf.shape[:2], G, -1)
     q_pi = pol.popart.denormalized(pol.critics(s_t, a_pi)).mean(2) / model.reward_multiplier
     # Monte-Carlo return-to-go on windows that contain the end of their episode
     L = model._episode_horizon()
