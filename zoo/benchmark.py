@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -68,6 +69,16 @@ class RunSpec:
 
 
 MATCH_KEYS = ("seed", "n_timesteps", "eval_freq", "eval_episodes", "hyperparams", "eval_env_kwargs")
+TRIALS_FILE = "trial_returns.json"
+
+
+def _settings(saved: dict) -> dict:
+    """The run settings a benchmark matches on (plus ``num_threads``), from an ``args.yml`` or a record's ``args``;
+    empty overrides and evaluation kwargs read the same however they were written."""
+    args = {k: saved.get(k) for k in (*MATCH_KEYS, "num_threads")}
+    args["hyperparams"] = args["hyperparams"] or {}
+    args["eval_env_kwargs"] = args["eval_env_kwargs"] or None
+    return args
 
 
 @dataclass
@@ -105,30 +116,20 @@ def run_record(run_dir: Path, algo: str, env_id: str) -> dict:
     """What the report needs of one finished ``zoo.train`` run, as plain JSON types: its ``summary.yml``, the
     settings it was made with (``args.yml``) and its evaluation curve (``evaluations.npz``)."""
     summary = yaml.safe_load((run_dir / "summary.yml").read_text()) or {}
-    saved = yaml.safe_load((run_dir / env_id / "args.yml").read_text()) or {}
-    args = {k: saved.get(k) for k in (*MATCH_KEYS, "num_threads")}
-    args["hyperparams"] = args["hyperparams"] or {}
-    args["eval_env_kwargs"] = args["eval_env_kwargs"] or None
+    args = _settings(yaml.safe_load((run_dir / env_id / "args.yml").read_text()) or {})
     record = {"algo": algo, "env": env_id, "run_dir": str(run_dir), "summary": summary, "args": args}
     if (run_dir / "evaluations.npz").is_file():
         with np.load(run_dir / "evaluations.npz", allow_pickle=False) as ev:
             record["evaluations"] = {"timesteps": ev["timesteps"].tolist(),
                                      "mean_return": ev["results"].mean(axis=1).tolist()}
     if (run_dir / TRIALS_FILE).is_file():
-        import json
-
         record["trials"] = json.loads((run_dir / TRIALS_FILE).read_text())
     return record
-
-
-TRIALS_FILE = "trial_returns.json"
 
 
 def evaluate_trials(run_dir: Path, args: RunSpec) -> None:
     """For trial envs (meta-RL), write the final model's return (and success) per inner episode over
     ``eval_episodes`` trials of the evaluation env (seed + 10000, ``eval_env_kwargs``) to ``run_dir/trial_returns.json``."""
-    import json
-
     from zoo.enjoy import trial_returns
 
     trials = trial_returns(run_dir / f"{args.env}.zip", args.algo, args.env, args.eval_episodes, args.seed + 10_000,
@@ -141,12 +142,9 @@ def _record_path(folder: str | Path, algo: str, env_id: str, seed: int) -> Path:
     return Path(folder) / f"{algo}__{env_id}__seed{seed}.json"
 
 
-def _same_settings(record: dict, args: RunSpec) -> bool:
-    saved = dict(record.get("args") or {})
-    saved["hyperparams"] = saved.get("hyperparams") or {}
-    saved["eval_env_kwargs"] = saved.get("eval_env_kwargs") or None
-    return (record.get("algo"), record.get("env")) == (args.algo, args.env) and all(
-        saved.get(k) == getattr(args, k) for k in MATCH_KEYS)
+def _same_settings(saved: dict, args: RunSpec) -> bool:
+    settings = _settings(saved)
+    return all(settings[k] == getattr(args, k) for k in MATCH_KEYS)
 
 
 def find_finished_run(args: RunSpec, results_dir: str | Path | None = None) -> dict | None:
@@ -155,15 +153,11 @@ def find_finished_run(args: RunSpec, results_dir: str | Path | None = None) -> d
     (log folders are not committed; records are, so a benchmark resumes in a fresh checkout). ``None`` if neither."""
     for args_file in sorted((Path(args.log_folder) / args.algo).glob(f"{args.env}_*/{args.env}/args.yml")):
         run_dir = args_file.parent.parent
-        if (run_dir / "summary.yml").is_file():
-            record = run_record(run_dir, args.algo, args.env)
-            if _same_settings(record, args):
-                return record
+        if (run_dir / "summary.yml").is_file() and _same_settings(yaml.safe_load(args_file.read_text()) or {}, args):
+            return run_record(run_dir, args.algo, args.env)
     if results_dir is not None and (path := _record_path(results_dir, args.algo, args.env, args.seed)).is_file():
-        import json
-
         record = json.loads(path.read_text())
-        if _same_settings(record, args):
+        if (record.get("algo"), record.get("env")) == (args.algo, args.env) and _same_settings(record.get("args") or {}, args):
             return record
     return None
 
@@ -241,8 +235,6 @@ def run_benchmark(
 def write_run_records(results: dict[tuple[str, str], Cell], folder: str | Path) -> list[Path]:
     """One ``<algo>__<env>__seed<k>.json`` per finished run (see :func:`run_record`): a record to commit, which
     ``--reuse`` takes in a checkout without the log folder. One folder holds one benchmark's settings."""
-    import json
-
     written = []
     for (env_id, algo), cell in results.items():
         for record in cell.records:
