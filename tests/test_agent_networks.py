@@ -228,6 +228,33 @@ def test_critic_param_detach_blocks_gradients_to_critics_only():
     assert all(p.grad is None for p in critic.parameters())
 
 
+def test_box_critic_factored_first_layer_equals_the_concatenated_input_layer():
+    """The Box critic's first layer runs as ``W_s s + W_ag [a; g]`` (the state part once per timestep): it must give
+    the outputs and gradients of one ``Linear`` on the concatenated ``[s, a * scale, gamma_feat]``, the layer whose
+    parameters it stores."""
+    torch.manual_seed(0)
+    spec = ActionSpec(spaces.Box(-1, 1, (2,)))
+    gammas = torch.tensor([0.9, 0.99, 0.999])
+    critic = CriticEnsemble(5, spec, gammas, n_critics=3, d_hidden=8)
+    s = torch.randn(2, 4, 5, requires_grad=True)
+    a = torch.rand(2, 4, 3, 2, requires_grad=True)
+
+    def concatenated() -> torch.Tensor:
+        x = torch.cat([s.unsqueeze(-2).expand(2, 4, 3, 5), a * critic.action_scale, critic.gamma_feat.expand(2, 4, 3, 1)],
+                      dim=-1).reshape(-1, 8)
+        h = F.leaky_relu(critic.l1.shared(x))
+        h = F.leaky_relu(critic.l2(h))
+        return critic.l3(h).reshape(3, 2, 4, 3).movedim(0, -2)  # (B, L, C, G)
+
+    weights = torch.randn(2, 4, 3, 3)
+    grads = []
+    for fn in (concatenated, lambda: critic(s, a)):
+        out = fn()
+        grads.append([out, *torch.autograd.grad((out * weights).sum(), [s, a, *critic.parameters()])])
+    for ref, got in zip(*grads):
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_masked_mean_ignores_masked_rows():
     x = torch.tensor([[1.0, 100.0], [3.0, 100.0]])[..., None].expand(2, 2, 3)
     m = torch.tensor([[True, False], [True, False]])

@@ -55,9 +55,9 @@ class CriticEnsemble(nn.Module):
         self.l2 = EnsembleLinear(n_critics, d_hidden, d_hidden)
         self.l3 = EnsembleLinear(n_critics, d_hidden, d_out)
 
-    def _mlp(self, x: torch.Tensor, detach_params: bool) -> torch.Tensor:
-        """``(N, d_in)`` shared input -> ``(C, N, d_out)``."""
-        h = F.leaky_relu(self.l1.shared(x, detach_params))  # (C, N, H)
+    def _hidden(self, h1: torch.Tensor, detach_params: bool) -> torch.Tensor:
+        """First-layer pre-activations ``(C, N, H)`` -> outputs ``(C, N, d_out)``."""
+        h = F.leaky_relu(h1)
         h = F.leaky_relu(self.l2(h, detach_params))  # (C, N, H)
         return self.l3(h, detach_params)  # (C, N, d_out)
 
@@ -65,15 +65,23 @@ class CriticEnsemble(nn.Module):
         lead = s.shape[:-1]
         C = self.n_critics
         if self.spec.discrete:
-            q = self._mlp(s.reshape(-1, s.shape[-1]), detach_params)  # (C, N, G * A)
+            h1 = self.l1.shared(s.reshape(-1, s.shape[-1]), detach_params)  # (C, N, H)
+            q = self._hidden(h1, detach_params)  # (C, N, G * A)
             return q.transpose(0, 1).reshape(*lead, C, self.n_gammas, self.spec.param_dim)  # (..., C, G, A)
         if a is None:
             raise ValueError("CriticEnsemble needs the action for non-Discrete action spaces.")
-        G = self.n_gammas
-        s_g = s.unsqueeze(-2).expand(*lead, G, s.shape[-1])  # (..., G, D)
-        feat = self.gamma_feat.expand(*lead, G, 1)  # (..., G, 1)
-        x = torch.cat([s_g, a * self.action_scale, feat], dim=-1)  # (..., G, D + A_in + 1)
-        q = self._mlp(x.reshape(-1, x.shape[-1]), detach_params)  # (C, N * G, 1)
+        G, D = self.n_gammas, s.shape[-1]
+        # The first layer on [s, a, gamma] is factored: W [s; a; g] + b = (W_s s + b) + W_ag [a; g]. The state part
+        # is computed once per timestep instead of once per (timestep, gamma): G times less work than concatenating
+        # the inputs, and no (N * G, D + A + 1) copy. Same parameters (and checkpoints) as the concatenated layer.
+        w, bias = self.l1.params(detach_params)  # (C, D + A_in + 1, H), (C, H)
+        H, n = w.shape[-1], s[..., 0].numel()
+        w_s = w[:, :D].permute(1, 0, 2).reshape(D, C * H)
+        h_s = torch.addmm(bias.reshape(-1), s.reshape(n, D), w_s).view(n, C, H).transpose(0, 1)  # (C, n, H)
+        ag = torch.cat([a * self.action_scale, self.gamma_feat.expand(*lead, G, 1)], dim=-1)  # (..., G, A_in + 1)
+        h_ag = torch.bmm(ag.reshape(1, n * G, -1).expand(C, n * G, -1), w[:, D:])  # (C, n * G, H)
+        h1 = (h_ag.view(C, n, G, H) + h_s.unsqueeze(2)).view(C, n * G, H)  # (C, n * G, H)
+        q = self._hidden(h1, detach_params)  # (C, n * G, 1)
         return q.reshape(C, *lead, G).movedim(0, -2)  # (..., C, G)
 
 

@@ -173,16 +173,17 @@ class EnsembleLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, d_in, d_out).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n, d_out).uniform_(-bound, bound))
 
-    def _params(self, detach_params: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def params(self, detach_params: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight (C, in, out), bias (C, out))``, detached for ``detach_params=True``."""
         return (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
 
     def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
-        w, b = self._params(detach_params)
+        w, b = self.params(detach_params)
         return torch.baddbmm(b.unsqueeze(1), x, w)  # (C, N, out)
 
     def shared(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """Same input for all members: ``(N, in)`` -> ``(C, N, out)``."""
-        w, b = self._params(detach_params)
+        w, b = self.params(detach_params)
         C, d_in, d_out = w.shape
         y = torch.addmm(b.reshape(-1), x, w.permute(1, 0, 2).reshape(d_in, C * d_out))  # (N, C * out)
         return y.view(-1, C, d_out).transpose(0, 1)  # (C, N, out)
