@@ -31,9 +31,13 @@ setup(
         "rliable",  # IQM with bootstrap intervals (zoo.benchmark; rl_zoo3's plot_from_file)
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.10", "metaworld>=3,<4", "mujoco>=3,<4"],  # the MuJoCo env tests
+        "test": [
+            "pytest>=7", "ruff>=0.5", "mypy>=1.10",
+            "imageio>=2.9", "imageio-ffmpeg>=0.4",  # the GIF / MP4 writers
+            "metaworld>=3,<4", "mujoco>=3,<4",  # the MuJoCo env tests
+        ],
         "triton": ["triton>=3.0"],
-        "zoo": ["imageio>=2.9"],
+        "zoo": ["imageio>=2.9", "imageio-ffmpeg>=0.4"],
         "mujoco": ["mujoco>=3,<4"],  # HalfCheetahVel-v0 (mujoco 4.0.0 on PyPI ships no binary)
         "metaworld": ["metaworld>=3,<4", "mujoco>=3,<4"],  # MetaWorldML1-v0
     },

@@ -195,3 +195,15 @@ def test_instruction_env_renders_for_videos():
     env.reset(seed=0)
     frame = env.render()
     assert frame.shape == (18, 18, 3) and frame.dtype == np.uint8
+
+
+def test_fixed_instruction_kwarg_gives_every_episode_that_instruction():
+    goals = ["collect sapling", "place plant", "eat cow"]
+    env = gym.make("CrafterInstruction-v0", **SMALL, obs_mode="symbolic", instruction=goals)
+    for seed in (0, 1):
+        _, info = env.reset(seed=seed)
+        assert info["instruction_text"] == tuple(goals)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        gym.make("CrafterInstruction-v0", **SMALL, obs_mode="symbolic", instruction=["collect unicorn"])
+    with pytest.raises(ValueError, match="list of 1..instruction_len"):
+        gym.make("CrafterInstruction-v0", **SMALL, obs_mode="symbolic", instruction="eat cow")

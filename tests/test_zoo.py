@@ -250,8 +250,55 @@ def test_enjoy_gif_of_an_image_env(tmp_path):
 
     with Image.open(gif) as im:
         assert im.n_frames >= 2 and im.size == (64, 64)
-    with pytest.raises(ValueError, match="--gif needs an env with image observations"):
+    with pytest.raises(ValueError, match="needs an env with image observations"):
         enjoy.save_gif([], tmp_path / "none.gif")
+
+
+def test_video_annotation_and_writers(tmp_path):
+    from zoo import video
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    lines = video.instruction_lines(["collect sapling", "eat cow"], completed=1)
+    assert lines == ["[x] collect sapling", "[ ] eat cow"]
+    out = video.annotate(frame, [*lines, "step 3"])
+    assert out.shape == (256 + 3 * 13 + 4, 256, 3) and out.dtype == np.uint8  # enlarged 4x, one text row per line
+    assert out[:256].max() == 0 and out[256:].max() == 255  # the picture is unchanged, the band carries white text
+    frames = [np.full((21, 30, 3), 10 * i, np.uint8) for i in range(6)]  # odd height: padded for H.264
+    pytest.importorskip("imageio_ffmpeg")
+    import imageio.v2 as imageio
+
+    mp4 = video.write_video(frames, tmp_path / "clip.mp4", fps=10)
+    with imageio.get_reader(mp4) as reader:
+        assert reader.count_frames() == 6 and reader.get_meta_data()["fps"] == 10
+    with pytest.raises(ValueError, match="must end in one of"):
+        video.write_video(frames, tmp_path / "clip.avi")
+
+
+def test_enjoy_video_of_a_symbolic_instruction_env_shows_the_instruction(tmp_path, capsys):
+    """Symbolic Crafter has no image observation: enjoy makes it render, draws the fixed instruction under every
+    frame and holds the last frame of each episode with the result."""
+    from PIL import Image
+
+    logs = tmp_path / "logs"
+    kwargs = ["obs_mode:'symbolic'", "length:40", "area:(16,16)", "size:(18,18)"]
+    argv = ["--algo", "amago", "--env", "CrafterInstruction-v0", "-n", "64", "-f", str(logs), "--eval-freq", "-1",
+            "--verbose", "0", "--env-kwargs", *kwargs, "-params", "n_envs:1", "learning_starts:32", "context_len:16",
+            "policy_kwargs:dict(d_model=16,n_layers=1,n_heads=2)"]
+    assert train.main(argv) == 0
+    gif = tmp_path / "crafter.gif"
+    goals = "instruction:['collect sapling','eat cow']"
+    assert enjoy.main(["--algo", "amago", "--env", "CrafterInstruction-v0", "-f", str(logs), "--n-episodes", "2",
+                       "--gif", str(gif), "--env-kwargs", goals]) == 0
+    out = capsys.readouterr().out
+    lengths = [int(n) for n in re.findall(r"length (\d+)", out)]
+    assert len(lengths) == 2 and f"({sum(lengths) + 2 * enjoy.END_HOLD_FRAMES} frames)" in out  # steps + held ends
+    with Image.open(gif) as im:
+        assert im.size == (18 * 15, 18 * 15 + 3 * 13 + 4)  # enlarged to >= 256 px wide, 3 text lines
+        im.seek(0)
+        first = np.asarray(im.convert("RGB"))
+        im.seek(im.n_frames - 1)
+        last = np.asarray(im.convert("RGB"))
+    assert not np.array_equal(first[270:], last[270:])  # "step 0" under the first frame, the result under the last
 
 
 def test_aggregate_mean_and_spread():

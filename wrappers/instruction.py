@@ -15,6 +15,7 @@ timestep is this instruction reward.
 * ``"achieved"``: ``(max_events, goal_len)`` int64, the goals achieved by this step (padded rows of 0; zeros at reset),
   which is all that :func:`wrappers.relabel` needs.
 * ``"goals_completed"``: int, goals of the instruction completed so far; ``"instruction_success"``: bool.
+* at ``reset`` only, ``"instruction_text"``: the goals as text (``zoo.enjoy`` draws them on recorded frames).
 * at the last step of an episode, ``"is_success"`` (SB3's key): whether the whole instruction was completed, so
   ``rollout/success_rate`` is logged and ``EvalCallback`` reports the success rate.
 """
@@ -156,6 +157,10 @@ class InstructionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Padded id tuple -> tokens (padding dropped)."""
         return tuple(self.tokens[int(i)] for i in ids if int(i) != PAD)
 
+    def instruction_text(self) -> tuple[str, ...]:
+        """The current instruction's goals as text, e.g. ``("collect sapling", "place plant", "eat cow")``."""
+        return tuple(" ".join(self.decode_goal(g)) for g in self.goals)
+
     def instruction_array(self) -> np.ndarray:
         """The current ``(k, goal_len)`` instruction ids with completed goals marked ``<done>``."""
         out = np.zeros((self.instruction_len, self.goal_len), np.int64)
@@ -176,7 +181,8 @@ class InstructionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.completed = 0
         info = dict(info)
         info.update(
-            achieved=np.zeros((self.max_events, self.goal_len), np.int64), goals_completed=0, instruction_success=False
+            achieved=np.zeros((self.max_events, self.goal_len), np.int64), goals_completed=0, instruction_success=False,
+            instruction_text=self.instruction_text(),
         )
         return self._observe(obs), info
 

@@ -1,13 +1,17 @@
 """``python -m zoo.enjoy --algo ALGO --env ID -f logs/``: run a trained agent and print its episode returns.
 
 The agent keeps its recurrent state across steps (``predict(obs, state, episode_start)``: AMAGO's context /
-KV cache, RecurrentPPO's LSTM state), reset at episode starts. ``--gif out.gif`` records the image
-observations of image envs (Crafter) with imageio if installed, else with Pillow.
+KV cache, RecurrentPPO's LSTM state), reset at episode starts. ``--video out.gif`` / ``--video out.mp4`` (or
+``--gif out.gif``) records the episodes: the image observations of image envs (Crafter), else the env's
+``render()`` frames (the env is made with ``render_mode="rgb_array"``: symbolic Crafter). Instruction envs get the
+instruction drawn under each frame, with the goals completed so far checked (``zoo.video``).
 
 Examples::
 
     python -m zoo.enjoy --algo amago --env popgym-RepeatPreviousEasy-v0 -f logs/ --n-episodes 10
     python -m zoo.enjoy --algo ppo --env Crafter-v0 -f logs/ --exp-id 2 --load-best --gif crafter.gif
+    python -m zoo.enjoy --algo amago --env CrafterInstruction-v0 -f logs/ --n-episodes 3 --video crafter.mp4 \
+        --instruction "collect sapling" "place plant" "eat cow"
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from zoo.video import VIDEO_SUFFIXES, annotate, instruction_lines, write_video
+
 __all__ = ["find_model", "run_episodes", "trial_returns", "save_gif", "main"]
+
+#: recorded frames that show how an instruction episode ended (its last frame, with the final goals checked)
+END_HOLD_FRAMES = 8
 
 
 def run_env_kwargs(model_path: str | Path, algo: str, env_id: str, cli: list[str] | None = None) -> dict[str, Any]:
@@ -92,6 +101,27 @@ def _image(obs) -> np.ndarray | None:
     return None
 
 
+def _has_image(space) -> bool:
+    """Whether an observation space holds a uint8 image (what ``_image`` records)."""
+    subspaces = list(space.spaces.values()) if hasattr(space, "spaces") and isinstance(space.spaces, dict) else [space]
+    return any(getattr(s, "dtype", None) == np.uint8 and len(getattr(s, "shape", None) or ()) == 3 for s in subspaces)
+
+
+def _frame(env: VecEnv, obs) -> np.ndarray | None:
+    """Env 0's picture: its image observation, else its ``render()`` (``None`` when it has neither)."""
+    img = _image(obs)
+    if img is None and getattr(env, "render_mode", None) == "rgb_array":
+        rendered = env.get_images()
+        img = rendered[0] if rendered and rendered[0] is not None else None
+    return img
+
+
+def _instruction(env: VecEnv) -> tuple[str, ...]:
+    """The instruction of env 0's current episode as text (instruction envs; empty otherwise)."""
+    infos = getattr(env, "reset_infos", None) or [{}]
+    return tuple(infos[0].get("instruction_text", ()))
+
+
 def run_episodes(
     model: BaseAlgorithm,
     env: VecEnv,
@@ -105,8 +135,11 @@ def run_episodes(
     """Run ``n_episodes`` on env 0 of a VecEnv with the model's recurrent state.
 
     Returns:
-        ``(returns, lengths, frames)``: lists of per-episode return and length, and the image frames of env 0
-        when ``record`` (empty for envs without image observations). For trial envs (``TrialWrapper``: meta-RL),
+        ``(returns, lengths, frames)``: lists of per-episode return and length, and the frames of env 0 when
+        ``record`` (image observations, else ``render()`` of an env made with ``render_mode="rgb_array"``; empty
+        when it has neither). Instruction envs' frames carry the instruction with the goals completed so far
+        (``zoo.video.annotate``), and each episode ends with ``END_HOLD_FRAMES`` copies of its last frame showing
+        the final count. For trial envs (``TrialWrapper``: meta-RL),
         ``inner`` (if given) receives one list per finished trial: the return of each of its inner episodes, and
         ``inner_success`` their ``info["is_success"]`` (envs that report it: Meta-World).
     """
@@ -118,12 +151,20 @@ def run_episodes(
     trial: list[float] = []
     trial_success: list[bool] = []
     inner_ret = 0.0
+    goals, completed, last_img = _instruction(env), 0, None
     for _ in range(max_steps):
-        if record and (img := _image(obs)) is not None:
-            frames.append(img)
+        if record and (last_img := _frame(env, obs)) is not None:
+            lines = [*instruction_lines(goals, completed), f"step {ep_len}"]
+            frames.append(annotate(last_img, lines) if goals else last_img)
         action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
         obs, reward, done, infos = env.step(action)
         episode_start = done
+        completed = int(infos[0].get("goals_completed", 0))
+        if done[0] and goals:
+            if record and last_img is not None:
+                end = [*instruction_lines(goals, completed), "success" if completed == len(goals) else "not completed"]
+                frames.extend([annotate(last_img, end)] * END_HOLD_FRAMES)
+            goals, completed = _instruction(env), 0
         ep_ret += float(reward[0])
         ep_len += 1
         inner_ret += float(reward[0])
@@ -173,21 +214,10 @@ def trial_returns(model_path: str | Path, algo: str, env_id: str, n_trials: int,
 
 
 def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 15) -> Path:
-    """Write ``frames`` (H, W, 3) uint8 as a GIF with imageio, or Pillow when imageio is not installed."""
-    if not frames:
-        raise ValueError("No image frames to save: --gif needs an env with image observations (e.g. Crafter-v0).")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import imageio.v2 as imageio
-
-        imageio.mimsave(path, frames, duration=1000.0 / fps, loop=0)  # imageio's GIF writer takes milliseconds
-    except ImportError:
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return path
+    """Write ``frames`` (H, W, 3) uint8 as a GIF (``zoo.video.write_video``)."""
+    if Path(path).suffix.lower() != ".gif":
+        raise ValueError(f"save_gif writes .gif files, got {str(path)!r}; use zoo.video.write_video for .mp4.")
+    return write_video(frames, path, fps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for rl_zoo3 command lines: zoo.enjoy never opens a window (use --gif)")
     p.add_argument("--gym-packages", nargs="+", default=[], help="modules to import first (they register envs)")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch default)")
-    p.add_argument("--gif", default="", help="write the image observations to this GIF (image envs)")
+    p.add_argument("--video", default="", help="record the episodes to this .gif or .mp4 (instruction envs: with the "
+                   "instruction drawn on the frames)")
+    p.add_argument("--gif", default="", help="record the episodes to this GIF (as --video)")
+    p.add_argument("--fps", type=int, default=15, help="frames per second of --video / --gif")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
                    help="env keyword arguments over those of the run (args.yml) or the yml, e.g. corridor_length:30")
@@ -242,7 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         trained_on = checkpoint_env_id(path)
         if trained_on is not None and trained_on != ns.env:
             raise ValueError(f"{path} was trained on {trained_on!r}, not {ns.env!r}.")
-        env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed, env_kwargs=run_env_kwargs(path, ns.algo, ns.env, ns.env_kwargs))
+        videos = [v for v in (ns.video, ns.gif) if v]
+        for v in videos:
+            if Path(v).suffix.lower() not in VIDEO_SUFFIXES:
+                raise ValueError(f"--video / --gif {v!r} must end in one of {VIDEO_SUFFIXES}.")
+        env_kwargs = run_env_kwargs(path, ns.algo, ns.env, ns.env_kwargs)
+        env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed, env_kwargs=env_kwargs)
+        if videos and not _has_image(env.observation_space) and "render_mode" not in env_kwargs:
+            env.close()  # no image observations: record the env's render() frames
+            env = make_vec_env(ns.env, ns.algo, 1, seed=ns.seed, env_kwargs={**env_kwargs, "render_mode": "rgb_array"})
         hyperparams = run_hyperparams(path, ns.algo, ns.env, trust_imports=ns.trust_imports)
         model = load_model(ns.algo, path, env, hyperparams, device=ns.device, allow_pickle=ns.allow_pickle)
     except (ValueError, TypeError, OSError, ImportError) as err:
@@ -250,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Loaded {path}")
     inner: list[list[float]] = []
     success: list[list[bool]] = []
-    returns, lengths, frames = run_episodes(model, env, ns.n_episodes, not ns.stochastic, bool(ns.gif), ns.n_timesteps,
+    returns, lengths, frames = run_episodes(model, env, ns.n_episodes, not ns.stochastic, bool(videos), ns.n_timesteps,
                                             inner, success)
     env.close()
     for i, (r, n) in enumerate(zip(returns, lengths)):
@@ -266,10 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mean return {np.mean(returns):.3f} +- {np.std(returns):.3f} over {len(returns)} episodes")
     else:
         print(f"no episode finished within {ns.n_timesteps} steps")
-    if ns.gif:
+    for v in videos:
         try:
-            print(f"GIF saved to {save_gif(frames, ns.gif)}")
-        except ValueError as err:
+            print(f"Video saved to {write_video(frames, v, ns.fps)} ({len(frames)} frames)")
+        except (ValueError, ImportError) as err:
             parser.exit(2, f"zoo.enjoy: error: {err}\n")
     return 0
 

@@ -111,9 +111,12 @@ def make_crafter_instruction(
     max_events: int = 8,
     obs_mode: str = "pixels",
     render_mode: str | None = None,
+    instruction: Sequence[str | Sequence[str]] | None = None,
 ) -> gym.Env:
     """``CrafterInstruction-v0``: ``InstructionWrapper(TrajectoryWrapper(CrafterEnv))`` with :class:`CrafterGoals`;
-    ``obs_mode="symbolic"`` for the fast, render-free observation, ``render_mode="rgb_array"`` for videos."""
+    ``obs_mode="symbolic"`` for the fast, render-free observation, ``render_mode="rgb_array"`` for videos, and
+    ``instruction`` (e.g. ``["collect sapling", "place plant", "eat cow"]``) to give every episode that instruction
+    instead of a sampled one."""
     from wrappers.instruction import InstructionWrapper
 
     goals = CrafterGoals(
@@ -133,5 +136,13 @@ def make_crafter_instruction(
         sampler=lambda rng: goals.sample(rng, instruction_len),
         max_events=max_events,
     )
+    if instruction is not None:
+        fixed = [g if isinstance(g, str) else tuple(g) for g in instruction]
+        if isinstance(instruction, str) or not 1 <= len(fixed) <= instruction_len:
+            raise ValueError(f"instruction must be a list of 1..instruction_len={instruction_len} goals (e.g. "
+                             f"['collect sapling', 'eat cow']), got {instruction!r}.")
+        for goal in fixed:
+            wrapped.encode_goal(goal)  # unknown tokens raise here, naming the vocabulary
+        wrapped.sampler = lambda rng: list(fixed)
     wrapped.crafter_goals = goals  # type: ignore[attr-defined]
     return wrapped
