@@ -207,3 +207,28 @@ def test_fixed_instruction_kwarg_gives_every_episode_that_instruction():
         gym.make("CrafterInstruction-v0", **SMALL, obs_mode="symbolic", instruction=["collect unicorn"])
     with pytest.raises(ValueError, match="list of 1..instruction_len"):
         gym.make("CrafterInstruction-v0", **SMALL, obs_mode="symbolic", instruction="eat cow")
+
+
+def test_fast_world_generation_gives_crafters_worlds():
+    """The batched world generator must reproduce crafter's own, cell for cell, creature for creature, and leave the
+    world's random generator in the same state (the episode that follows depends on it)."""
+    import crafter
+    from crafter import worldgen
+
+    from wrappers.envs import crafter_worldgen
+
+    def world(seed: int, fast: bool):
+        worldgen.generate_world = crafter_worldgen.generate_world if fast else worldgen._amago_original_generate_world
+        try:
+            env = crafter.Env(area=(64, 64), seed=seed)
+            env.reset()
+        finally:
+            worldgen.generate_world = crafter_worldgen.generate_world
+        w = env._world
+        return w._mat_map.copy(), [(type(o).__name__, tuple(o.pos)) for o in w.objects], w.random.uniform()
+
+    for seed in range(12):
+        ours, crafters = world(seed, fast=True), world(seed, fast=False)
+        np.testing.assert_array_equal(ours[0], crafters[0])
+        assert ours[1] == crafters[1] and ours[2] == crafters[2]
+        assert len(set(ours[0].ravel().tolist())) >= 6  # a real world: grass, water, stone, trees, sand, ...
