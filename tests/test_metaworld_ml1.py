@@ -1,4 +1,4 @@
-"""Meta-World ML1 trials: goal hidden and kept within a trial, redrawn across trials, held-out goals disjoint."""
+"""Meta-World ML1 / ML10 trials: task hidden and kept within a trial, redrawn across trials, held-out tasks disjoint."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import wrappers
-from wrappers.envs.metaworld_ml1 import MetaWorldML1Env
+from wrappers.envs.metaworld_ml1 import MetaWorldML1Env, MetaWorldML10Env
 
 wrappers.register_all()
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None,
@@ -56,3 +56,27 @@ def test_goal_is_hidden_kept_within_a_trial_and_redrawn_across_trials():
 def test_bad_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MetaWorldML1Env(**kwargs)
+
+
+def test_ml10_draws_hidden_families_and_holds_out_five_others():
+    env = gym.make("MetaWorldML10-v0", split="train", episodes=2, max_steps=5)
+    inner = env.unwrapped
+    test = MetaWorldML10Env("test", max_steps=5)
+    train_families = {t.env_name for t in inner.tasks}
+    assert len(train_families) == 10 and len({t.env_name for t in test.tasks}) == 5
+    assert not train_families & {t.env_name for t in test.tasks}  # held-out families, not only held-out goals
+    families = []
+    for seed in range(4):
+        obs, info = env.reset(seed=seed)
+        names = {info["task_name"]}
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+            assert obs["obs"].shape == (39,) and np.all(obs["obs"][-3:] == 0.0)  # goal hidden
+            names.add(info["task_name"])
+            done = terminated or truncated
+        assert len(names) == 1  # the family stays for both episodes of the trial
+        families.append(names.pop())
+    assert len(set(families)) >= 2 and set(families) <= train_families
+    with pytest.raises(ValueError, match="use 'train'"):
+        MetaWorldML10Env("val")

@@ -121,7 +121,8 @@ def test_groups_expand():
     assert len(easy) == 16 and all(e.endswith("Easy-v0") for e in easy)  # Labyrinth Explore / Escape included
     assert len(expand_env_groups(["popgym-all", "popgym-easy"])) == 48  # groups overlap: no duplicates
     assert expand_env_groups(["meta", "TMazePassive-v0"]) == ["MetaBanditTrial-v0", "TwoArmedBandit-v0", "DarkKeyToDoor-v0",
-                                                            "HalfCheetahVel-v0", "MetaWorldML1-v0", "TMazePassive-v0"]
+                                                            "HalfCheetahVel-v0", "MetaWorldML1-v0", "MetaWorldML10-v0",
+                                                            "TMazePassive-v0"]
 
 
 # ---------------------------------------------------------------------------------------------- yml files

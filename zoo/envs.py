@@ -21,7 +21,8 @@ from zoo.baseline_wrappers import sb3_observation
 
 __all__ = ["ENV_GROUPS", "expand_env_groups", "check_env_id", "make_single_env", "make_vec_env", "is_project_env"]
 
-META_ENVS = ["MetaBanditTrial-v0", "TwoArmedBandit-v0", "DarkKeyToDoor-v0", "HalfCheetahVel-v0", "MetaWorldML1-v0"]
+META_ENVS = ["MetaBanditTrial-v0", "TwoArmedBandit-v0", "DarkKeyToDoor-v0", "HalfCheetahVel-v0", "MetaWorldML1-v0",
+             "MetaWorldML10-v0"]
 CRAFTER_INSTRUCTION_ENVS = ["CrafterInstruction-v0"]
 TOY_ENVS = ["TMazePassive-v0", "GoalGridInstruction-v0", "Crafter-v0"]
 

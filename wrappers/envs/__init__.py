@@ -5,7 +5,7 @@ Every id takes ``trajectory=`` in ``gymnasium.make``. Plain envs (``GoalGrid-v0`
 ``PointMassCue-v0``, ``ContinuousRecall-v0``) default to ``trajectory=False`` (the plain env;
 ``True`` wraps it in ``TrajectoryWrapper``). Instruction and trial envs (``GoalGridInstruction-v0``,
 ``MetaBanditTrial-v0``, ``CrafterInstruction-v0``, ``DarkKeyToDoor-v0``, ``HalfCheetahVel-v0``,
-``MetaWorldML1-v0``) exist only in trajectory form, because the
+``MetaWorldML1-v0``, ``MetaWorldML10-v0``) exist only in trajectory form, because the
 instruction, the
 previous reward and the inner-episode reset flag are what define the task; they accept ``trajectory`` for uniformity
 (e.g. the zoo passes ``trajectory=False`` for SB3 baselines) and always return the trajectory form.
@@ -36,6 +36,7 @@ _TRAJECTORY_ONLY = {
     "DarkKeyToDoor-v0": "wrappers.envs.dark_key_to_door:make_dark_key_to_door",
     "HalfCheetahVel-v0": "wrappers.envs.half_cheetah_vel:make_half_cheetah_vel",
     "MetaWorldML1-v0": "wrappers.envs.metaworld_ml1:make_metaworld_ml1",
+    "MetaWorldML10-v0": "wrappers.envs.metaworld_ml1:make_metaworld_ml10",
 }
 _ENVS: dict[str, dict] = {
     **{k: {"entry_point": "wrappers.envs:make_shipped", "kwargs": {"target": v}} for k, v in _PLAIN.items()},
