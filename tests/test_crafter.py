@@ -232,3 +232,29 @@ def test_fast_world_generation_gives_crafters_worlds():
         np.testing.assert_array_equal(ours[0], crafters[0])
         assert ours[1] == crafters[1] and ours[2] == crafters[2]
         assert len(set(ours[0].ravel().tolist())) >= 6  # a real world: grass, water, stone, trees, sand, ...
+
+
+def test_instruction_families_and_held_out_multi_goal_split():
+    from wrappers.envs.crafter_instruction import is_held_out
+
+    goals = CrafterGoals(area=(64, 64))
+    rng = np.random.default_rng(0)
+    assert all(len(goals.sample(rng, 5, "travel")) == 1 and goals.sample(rng, 5, "travel")[0][0] == "travel"
+               for _ in range(20))
+    assert all(goals.sample(rng, 5, "place")[0][0] == "place" and len(goals.sample(rng, 5, "place")[0]) == 4
+               for _ in range(20))
+    assert all(tuple(goals.sample(rng, 5, "achievement")[0]) in {tuple(a.split("_")) for a in ACHIEVEMENTS}
+               for _ in range(20))
+    multi = [goals.sample(rng, 5, "multi") for _ in range(200)]
+    assert {len(m) for m in multi} == {2, 3, 4}
+    test = [goals.sample(rng, 5, "multi", "test") for _ in range(200)]
+    train = [goals.sample(rng, 5, "mixed", "train") for _ in range(1000)]
+    assert all(is_held_out(t) for t in test) and not any(is_held_out(t) for t in train)
+    assert 0.1 < np.mean([is_held_out(m) for m in multi]) < 0.3  # about a fifth is held out
+    env = gym.make("CrafterInstruction-v0", **SMALL, obs_mode="symbolic", family="multi", split="test")
+    _, info = env.reset(seed=3)
+    assert len(info["instruction_text"]) >= 2
+    for kwargs, match in (({"family": "chain"}, "family='chain'"), ({"split": "val"}, "split='val'"),
+                          ({"family": "multi", "instruction_len": 1}, "instruction_len >= 2")):
+        with pytest.raises(ValueError, match=match):
+            gym.make("CrafterInstruction-v0", **SMALL, obs_mode="symbolic", **kwargs)

@@ -10,11 +10,14 @@ Goals (up to 4 tokens each):
   ``(X, Y)`` (the placed cell is the one the player faced).
 
 Instructions have 1..``instruction_len`` goals drawn by :class:`CrafterGoals` (achievements / travel / place-at with
-probabilities ``task_probs``). Everything else is :class:`wrappers.InstructionWrapper`.
+probabilities ``task_probs``), or come from one family (``family=``: one achievement, one travel, one place-at, 2-4
+mixed goals), with a fifth of the multi-goal instructions held out (``split="train"`` / ``"test"``). Everything
+else is :class:`wrappers.InstructionWrapper`.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -22,7 +25,7 @@ import numpy as np
 
 from wrappers.envs.crafter_adapter import ACHIEVEMENTS, CrafterEnv
 
-__all__ = ["CrafterGoals", "make_crafter_instruction", "PLACE_BLOCKS"]
+__all__ = ["CrafterGoals", "make_crafter_instruction", "PLACE_BLOCKS", "FAMILIES", "INSTRUCTION_SPLITS", "is_held_out"]
 
 PLACE_BLOCKS: tuple[str, ...] = ("stone", "table", "plant", "furnace")
 
@@ -79,24 +82,51 @@ class CrafterGoals:
         goals += [("travel", *point) for point in self.near_points(info["player_pos"])]
         return goals
 
-    def sample(self, rng: np.random.Generator, k: int) -> list[tuple[str, ...]]:
-        """1..k goals: achievements, travel and place-at goals mixed by ``task_probs``.
+    def _goal(self, rng: np.random.Generator, kind: int, points: list[tuple[str, str]]) -> tuple[str, ...]:
+        point = points[int(rng.integers(len(points)))]
+        if kind == 0:
+            return tuple(ACHIEVEMENTS[int(rng.integers(len(ACHIEVEMENTS)))].split("_"))
+        if kind == 1:
+            return ("travel", *point)
+        return ("place", PLACE_BLOCKS[int(rng.integers(len(PLACE_BLOCKS)))], *point)
 
-        Travel / place-at goals avoid the grid points next to the start cell (trivially reached at the first step).
+    def sample(self, rng: np.random.Generator, k: int, family: str = "mixed", split: str = "all") -> list[tuple[str, ...]]:
+        """An instruction of ``family`` (``FAMILIES``): ``"mixed"``, 1..k goals of the three kinds mixed by
+        ``task_probs``; ``"achievement"`` / ``"travel"`` / ``"place"``, one goal of that kind; ``"multi"``,
+        2..min(k, 4) mixed goals.
+
+        ``split`` holds out a fifth of the multi-goal instructions (by a stable hash of their text): ``"train"``
+        never draws them, ``"test"`` draws only them (single-goal instructions are not split: their test is on
+        unseen worlds), ``"all"`` ignores the split. Travel / place-at goals avoid the grid points next to the start
+        cell (trivially reached at the first step).
         """
+        if family not in FAMILIES:
+            raise ValueError(f"Crafter instruction family={family!r}: use one of {FAMILIES}.")
+        if split not in INSTRUCTION_SPLITS:
+            raise ValueError(f"Crafter instruction split={split!r}: use one of {INSTRUCTION_SPLITS}.")
+        if family == "multi" and k < 2:
+            raise ValueError(f"family='multi' needs instruction_len >= 2, got {k}.")
         start = set(self.near_points(self.center))
         points = [(f"x{x}", f"y{y}") for x in self.xs for y in self.ys if (f"x{x}", f"y{y}") not in start] or sorted(start)
-        goals: list[tuple[str, ...]] = []
-        for _ in range(int(rng.integers(1, k + 1))):
-            kind = int(rng.choice(3, p=self.task_probs))
-            point = points[int(rng.integers(len(points)))]
-            if kind == 0:
-                goals.append(tuple(ACHIEVEMENTS[int(rng.integers(len(ACHIEVEMENTS)))].split("_")))
-            elif kind == 1:
-                goals.append(("travel", *point))
-            else:
-                goals.append(("place", PLACE_BLOCKS[int(rng.integers(len(PLACE_BLOCKS)))], *point))
-        return goals
+        single = {"achievement": 0, "travel": 1, "place": 2}
+        while True:
+            if family in single:
+                return [self._goal(rng, single[family], points)]
+            n = int(rng.integers(1, k + 1)) if family == "mixed" else int(rng.integers(2, min(k, 4) + 1))
+            goals = [self._goal(rng, int(rng.choice(3, p=self.task_probs)), points) for _ in range(n)]
+            if n == 1 or split == "all" or is_held_out(goals) == (split == "test"):
+                return goals
+
+
+FAMILIES = ("mixed", "achievement", "travel", "place", "multi")
+INSTRUCTION_SPLITS = ("all", "train", "test")
+
+
+def is_held_out(goals: Sequence[Sequence[str]]) -> bool:
+    """Whether a multi-goal instruction belongs to the held-out fifth (``zlib.crc32`` of its text: stable across
+    processes and machines, unlike ``hash``)."""
+    text = " | ".join(" ".join(g) for g in goals)
+    return len(goals) > 1 and zlib.crc32(text.encode()) % 5 == 0
 
 
 def make_crafter_instruction(
@@ -112,11 +142,14 @@ def make_crafter_instruction(
     obs_mode: str = "pixels",
     render_mode: str | None = None,
     instruction: Sequence[str | Sequence[str]] | None = None,
+    family: str = "mixed",
+    split: str = "all",
 ) -> gym.Env:
     """``CrafterInstruction-v0``: ``InstructionWrapper(TrajectoryWrapper(CrafterEnv))`` with :class:`CrafterGoals`;
     ``obs_mode="symbolic"`` for the fast, render-free observation, ``render_mode="rgb_array"`` for videos, and
     ``instruction`` (e.g. ``["collect sapling", "place plant", "eat cow"]``) to give every episode that instruction
-    instead of a sampled one."""
+    instead of a sampled one; ``family`` / ``split``: which instructions are sampled (``CrafterGoals.sample``: e.g.
+    train on ``split="train"``, evaluate multi-goal following on ``family="multi", split="test"``)."""
     from wrappers.instruction import InstructionWrapper
 
     goals = CrafterGoals(
@@ -125,6 +158,7 @@ def make_crafter_instruction(
         radius=radius,
         task_probs=task_probs,
     )
+    goals.sample(np.random.default_rng(0), instruction_len, family, split)  # bad family / split raise here
     env = CrafterEnv(area=area, view=view, size=size, reward=False, length=length, obs_mode=obs_mode,
                      render_mode=render_mode)
     wrapped = InstructionWrapper(
@@ -133,7 +167,7 @@ def make_crafter_instruction(
         instruction_len=instruction_len,
         goal_len=4,
         achieved_fn=goals.achieved,
-        sampler=lambda rng: goals.sample(rng, instruction_len),
+        sampler=lambda rng: goals.sample(rng, instruction_len, family, split),
         max_events=max_events,
     )
     if instruction is not None:
