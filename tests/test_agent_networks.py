@@ -389,3 +389,34 @@ def test_critic_ensemble_members_are_independent_mlps(box):
         ref = layer(h, critic.l3)
         ref = ref[..., 0] if box else ref.reshape(2, 5, 2, 3)
         torch.testing.assert_close(q[:, :, c], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_instruction_embedding_reads_each_distinct_instruction_once_with_the_same_result():
+    """Rows of a batch repeat their instruction; the embedding runs the GRU on the distinct ones only and must give
+    every row (and every parameter gradient) what a row-by-row GRU pass gives."""
+    from amago_sb.networks.tstep import _InstructionEmbedding
+
+    torch.manual_seed(0)
+    emb = _InstructionEmbedding(spaces.MultiDiscrete(np.full((3, 2), 9)))
+    base = torch.randint(9, (4, 3, 2))
+    tokens = base[torch.tensor([0, 0, 1, 2, 2, 2, 3, 1])]  # (8, 3, 2): 4 distinct instructions
+    out = emb(tokens)
+    ref = torch.cat([emb.proj(emb.rnn(emb.emb(t.flatten()[None]))[1][0]) for t in tokens])  # row by row
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    w = torch.randn_like(out)
+    g_out = torch.autograd.grad((out * w).sum(), list(emb.parameters()))
+    g_ref = torch.autograd.grad((ref * w).sum(), list(emb.parameters()))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_multidiscrete_one_hots_are_concatenated_per_position_with_the_space_start():
+    from amago_sb.networks.tstep import TimestepEncoder
+
+    space = spaces.Dict({"obs": spaces.MultiDiscrete([3, 5, 2], start=[1, -2, 0]), "reset": spaces.Box(0, 1, (1,))})
+    enc = TimestepEncoder(space, out_dim=8)
+    ids = torch.tensor([[[1, -2, 0], [3, 2, 1]]])  # (1, 2, 3): lowest and highest id of every position
+    vec = enc._vector({"obs": ids, "reset": torch.zeros(1, 2, 1)}, torch.Size([1, 2]))
+    expected = torch.cat([torch.zeros(1, 2, 1), F.one_hot(ids[..., 0] - 1, 3), F.one_hot(ids[..., 1] + 2, 5),
+                          F.one_hot(ids[..., 2], 2)], dim=-1).float()
+    torch.testing.assert_close(vec, expected)
