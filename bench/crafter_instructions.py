@@ -16,6 +16,7 @@ its saved model and replay in ``--work``. ``--report`` writes the markdown table
 
     python bench/crafter_instructions.py --steps 200000 --eval-every 50000 [--resume] [--seeds 1]
     python bench/crafter_instructions.py --report docs/crafter_results.md
+    python bench/crafter_instructions.py --gifs docs/figures/crafter   # the examples, with the instruction drawn
 """
 
 from __future__ import annotations
@@ -140,6 +141,25 @@ def report(out_dir: Path, path: Path) -> None:
     print(path.read_text())
 
 
+def record_examples(args: argparse.Namespace, gif_dir: Path) -> None:
+    """One GIF per example instruction (``EXAMPLES``) of each saved run's latest model, episodes capped at
+    ``--gif-steps``: the instruction and the goals completed so far are drawn under the frames (``zoo.video``)."""
+    from zoo.enjoy import run_episodes
+    from zoo.video import write_video
+
+    for work in sorted(Path(args.work).glob("relabel_*__seed*")):
+        if not (work / "model.zip").is_file():
+            continue
+        for i, (name, goals) in enumerate(EXAMPLES.items()):
+            kwargs = env_kwargs(args.gif_steps, instruction=goals, render_mode="rgb_array")
+            env = make_vec_env(ENV_ID, "amago", 1, seed=EVAL_SEED + 77 + i, env_kwargs=kwargs)
+            model = AMAGO.load(work / "model.zip", env=env)
+            returns, _, frames = run_episodes(model, env, 1, deterministic=True, record=True)
+            env.close()
+            path = write_video(frames, gif_dir / f"crafter_{work.name}_{name}.gif", fps=10)
+            print(f"{path}: {int(returns[0])} of {len(goals)} goals, {len(frames)} frames")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=200_000, help="env steps per run")
@@ -155,9 +175,14 @@ def main() -> None:
     p.add_argument("--work", default="logs/crafter_instructions", help="models and replays (for --resume)")
     p.add_argument("--resume", action="store_true", help="continue runs from their saved model and replay")
     p.add_argument("--report", default="", help="write the markdown table of the records in --out and exit")
+    p.add_argument("--gifs", default="", help="write a GIF per example instruction for each saved run and exit")
+    p.add_argument("--gif-steps", type=int, default=150, help="episode cap of the --gifs recordings")
     a = p.parse_args()
     if a.report:
         report(Path(a.out), Path(a.report))
+        return
+    if a.gifs:
+        record_examples(a, Path(a.gifs))
         return
     for seed in range(a.seeds):
         for flag in a.relabel:
