@@ -11,7 +11,7 @@ Examples::
     python -m zoo.enjoy --algo amago --env popgym-RepeatPreviousEasy-v0 -f logs/ --n-episodes 10
     python -m zoo.enjoy --algo ppo --env Crafter-v0 -f logs/ --exp-id 2 --load-best --gif crafter.gif
     python -m zoo.enjoy --algo amago --env CrafterInstruction-v0 -f logs/ --n-episodes 3 --video crafter.mp4 \
-        --instruction "collect sapling" "place plant" "eat cow"
+        --env-kwargs instruction:"['collect sapling', 'place plant', 'eat cow']"
 """
 
 from __future__ import annotations
@@ -102,9 +102,12 @@ def _image(obs) -> np.ndarray | None:
 
 
 def _has_image(space) -> bool:
-    """Whether an observation space holds a uint8 image (what ``_image`` records)."""
-    subspaces = list(space.spaces.values()) if hasattr(space, "spaces") and isinstance(space.spaces, dict) else [space]
-    return any(getattr(s, "dtype", None) == np.uint8 and len(getattr(s, "shape", None) or ()) == 3 for s in subspaces)
+    """Whether an observation space (or a key of a ``Dict`` one) is an image, SB3's ``is_image_space``."""
+    from gymnasium import spaces
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    subspaces = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
+    return any(is_image_space(s, check_channels=False) for s in subspaces)
 
 
 def _frame(env: VecEnv, obs) -> np.ndarray | None:

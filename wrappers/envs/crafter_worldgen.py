@@ -124,10 +124,8 @@ def generate_world(world, player) -> None:
 
 def install() -> None:
     """Make crafter's ``Env.reset`` generate worlds with :func:`generate_world` (idempotent)."""
-    from crafter import env as crafter_env
-    from crafter import worldgen
+    from crafter import worldgen  # crafter's Env.reset calls worldgen.generate_world through the module
 
     if getattr(worldgen, "_amago_original_generate_world", None) is None:
         worldgen._amago_original_generate_world = worldgen.generate_world
     worldgen.generate_world = generate_world
-    crafter_env.worldgen = worldgen
