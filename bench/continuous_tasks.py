@@ -67,7 +67,8 @@ def build_model(algo: str, env, seed: int, kwargs: dict[str, Any]):
     if algo == "amago":
         from amago_sb import AMAGO
 
-        return AMAGO("Transformer", env, seed=seed, **kwargs)
+        kwargs = dict(kwargs)
+        return AMAGO(kwargs.pop("policy", "Transformer"), env, seed=seed, **kwargs)
     if algo == "recurrent_ppo":
         from sb3_contrib import RecurrentPPO
 
@@ -133,7 +134,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="*", default=None, help="with --all: the seeds")
     p.add_argument("--steps", type=int, default=0, help="default per task: STEPS")
     p.add_argument("--eval-every", type=int, default=0, help="default: steps / 6")
-    p.add_argument("--kwargs", default="{}", help="JSON dict of constructor kwargs (default: none, as a user)")
+    p.add_argument("--kwargs", default="{}", help="JSON dict of constructor kwargs (default: none, as a user); "
+                   "AMAGO's \"policy\" key picks the encoder (default Transformer)")
     p.add_argument("--tag", default="", help="variant name (needed with --kwargs so results are not overwritten)")
     p.add_argument("--reuse", action="store_true", help="skip runs whose JSON is complete")
     p.add_argument("--truncated-is-done", choices=("true", "false"), default=None,
