@@ -206,6 +206,11 @@ class AMAGO(BaseAlgorithm):
         offline_coeff: weight of the filtered behaviour-cloning term.
         critic_coeff: weight of the critic loss in the total loss.
         reward_multiplier: rewards are multiplied by this inside the TD target (PopArt then removes the scale).
+        ent_coef, target_entropy: SAC's entropy term for Box actions, with SB3's conventions: ``"auto"`` /
+            ``"auto_<init>"`` learns one coefficient per gamma head so that the policy's entropy tracks
+            ``target_entropy`` (``"auto"``: minus the action dimension), a float fixes it, 0 turns it off. Default
+            (None): ``"auto_0.1"`` for Box actions, off for the others (not allowed there). The coefficient weighs
+            the entropy against PopArt-normalized values (the original has no entropy term).
         relabel: hindsight instruction relabeling at sample time (default: on for envs with an ``instruction`` key).
         exploration_start, exploration_end, exploration_steps: AMAGO's bilevel noise schedule
             (``amago_sb.exploration``): the level at the start of an episode anneals from ``exploration_start`` to
@@ -272,6 +277,8 @@ class AMAGO(BaseAlgorithm):
         offline_coeff: float = 0.1,
         critic_coeff: float = 10.0,
         reward_multiplier: float = 10.0,
+        ent_coef: float | str | None = None,
+        target_entropy: float | str = "auto",
         relabel: bool | None = None,
         exploration_start: float = 1.0,
         exploration_end: float = 0.05,
@@ -353,6 +360,7 @@ class AMAGO(BaseAlgorithm):
         self.tau, self.num_critics, self.num_critics_td = float(tau), int(num_critics), int(num_critics_td)
         self.online_coeff, self.offline_coeff = float(online_coeff), float(offline_coeff)
         self.critic_coeff = float(critic_coeff)
+        self.ent_coef, self.target_entropy = ent_coef, target_entropy
         self.reward_multiplier, self.relabel = float(reward_multiplier), relabel
         self.exploration_start, self.exploration_end = float(exploration_start), float(exploration_end)
         self.exploration_steps = None if exploration_steps is None else int(exploration_steps)
@@ -385,10 +393,16 @@ class AMAGO(BaseAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         policy_class: Any = self.policy_class
+        for key in ("ent_coef", "target_entropy", "gammas", "main_gamma", "context_len", "num_critics"):
+            if key in self.policy_kwargs:
+                raise ValueError(f"policy_kwargs[{key!r}]={self.policy_kwargs[key]!r}: {key} is an argument of AMAGO "
+                                 f"itself; pass AMAGO(..., {key}=...) instead.")
         self.policy = policy_class(self.observation_space, self.action_space, self.lr_schedule,
                                         gammas=self.gammas, main_gamma=getattr(self, "main_gamma", None),
                                         context_len=self.context_len,
                                         num_critics=self.num_critics,
+                                        ent_coef=getattr(self, "ent_coef", None),
+                                        target_entropy=getattr(self, "target_entropy", "auto"),
                                         **self.policy_kwargs).to(self.device)
         has_instruction = "instruction" in wrappers.flatten_keys(cast(gym.spaces.Dict, self.observation_space))
         if self.relabel is None:

@@ -19,7 +19,7 @@ def record_train_stats(model: Any, sums: dict[str, torch.Tensor], n: int, grad_n
             log(f"train/{k}", float(v))  # measured on the last update of the phase only
         elif v.dim() == 0:
             log(f"train/{k}", float(v) / n)
-        elif k in ("q_mean", "td_target_mean", "popart_sigma"):  # one value per discount factor
+        elif k in ("q_mean", "td_target_mean", "popart_sigma", "ent_coef"):  # one value per discount factor
             for g, x in zip(model.policy.gammas.tolist(), (v / n).tolist()):
                 log(f"train/{k}_g{g:g}", x)
             if k == "q_mean":

@@ -15,8 +15,13 @@ factors ``gamma_g``; ``C`` critics; ``m_t`` the valid-transition mask (transitio
    (one backward pass instead of AMAGO's two).
    ``L_bc = -1[A_g > 0] * log pi_g(a_t | s_t)`` with ``A_g = mean_c Q_cg(s_t, a_t) - mean_c Q_cg(s_t, a~pi_g)``
    (filtered behaviour cloning: imitate replay actions that the critics rate above the policy).
+   Box only, SAC's entropy term (``ent_coef``; the original has none): ``L_online += alpha_g * log pi_g(a~pi_g)``
+   with the same reparameterized sample, and for a learned coefficient
+   ``L_alpha = mean_m -log(alpha_g) * (log pi_g(a~pi_g) + H_target)`` (detached log-probability), so ``alpha_g``
+   grows while the entropy is below ``H_target`` and shrinks above it. ``alpha`` weighs nats against
+   PopArt-normalized values, i.e. in units of ``sigma_g``; the TD target keeps no entropy bonus (as the original).
    ``L_actor = mean_m (online_coeff * L_online + offline_coeff * L_bc)``.
-5. ``L = L_actor + critic_coeff * L_critic`` (one backward pass, one optimizer for everything).
+5. ``L = L_actor + critic_coeff * L_critic + L_alpha`` (one backward pass, one optimizer for everything).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def amago_loss(
     tmask = batch.mask[:, 1:]  # (B, W-1) valid transitions
     r, done = batch.rewards, batch.terminated  # (B, W-1)
 
+    alpha = policy.ent_coef()  # (G,) or None
     # 1. shared encoder, one pass over the window
     s, entropies = policy.encode(batch.observations, batch.time_idx, batch.mask, want_entropy)  # (B, W, D)
     s_t, s_next = s[:, :-1], s[:, 1:]  # (B, W-1, D)
@@ -97,9 +103,18 @@ def amago_loss(
     if spec.discrete:
         q_pi = (q_all.detach() * pi.probs.unsqueeze(2)).sum(-1)  # (B, W-1, C, G), gradient only through pi
     else:
-        a_pi = spec.critic_input(spec.differentiable_action(pi))  # reparameterized / straight-through: (B, W-1, G, A_in)
+        if alpha is not None:
+            a_pi, logp_pi = pi.rsample_with_log_prob()  # (B, W-1, G, A), (B, W-1, G)
+            a_pi = spec.critic_input(a_pi)
+        else:
+            a_pi = spec.critic_input(spec.differentiable_action(pi))  # reparameterized / straight-through: (B, W-1, G, A_in)
         q_pi = policy.critics(s_t.detach(), a_pi, detach_params=True)  # (B, W-1, C, G)
     online = -popart.normalized(q_pi.min(dim=2).values)  # (B, W-1, G)
+    ent_loss = torch.zeros((), device=online.device)
+    if alpha is not None:
+        online = online + alpha * logp_pi
+        if policy.log_ent_coef is not None:
+            ent_loss = masked_mean(-policy.log_ent_coef * (logp_pi.detach() + policy.target_entropy), tmask)
     with torch.no_grad():
         advantage = q_buf.mean(2) - q_pi.mean(2)  # (B, W-1, G)
         keep = (advantage > 1e-3).float()
@@ -108,7 +123,7 @@ def amago_loss(
     actor_loss = masked_mean(cfg.online_coeff * online + cfg.offline_coeff * (-keep * logp), tmask)
 
     # 5. one scalar for one backward pass
-    loss = actor_loss + cfg.critic_coeff * critic_loss
+    loss = actor_loss + cfg.critic_coeff * critic_loss + ent_loss
 
     with torch.no_grad():
         q_real = popart.denormalized(q_buf).mean(2)  # (B, W-1, G) in reward-multiplied units
@@ -122,6 +137,7 @@ def amago_loss(
             "td_target_mean": (y[:, :, 0] * valid[..., None]).sum((0, 1)) / n,  # (G,)
             "policy_entropy": masked_mean(pi.entropy()[..., policy.main_index], tmask),
             "popart_sigma": popart.sigma.detach().clone(),
+            **({"ent_coef": alpha} if alpha is not None else {}),
         }
         for i, e in enumerate(entropies):
             stats[f"attn_entropy_l{i}"] = e.detach()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -103,6 +104,8 @@ class AMAGOPolicy(BasePolicy):
         popart_beta: float = 5e-4,
         popart_init_nu: float = 100.0,
         weight_decay: float = 1e-3,
+        ent_coef: float | str | None = None,
+        target_entropy: float | str = "auto",
         traj_encoder_class: type[nn.Module] | str | None = None,
         traj_encoder_kwargs: dict[str, Any] | None = None,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW,
@@ -122,7 +125,8 @@ class AMAGOPolicy(BasePolicy):
         self.cfg: dict[str, Any] = dict(gammas=gammas, main_gamma=main_gamma, context_len=context_len, num_critics=num_critics,
                         d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, dropout=dropout,
                         normformer=normformer, tstep_dim=tstep_dim, tstep_hidden=tstep_hidden, head_hidden=head_hidden,
-                        popart_beta=popart_beta, popart_init_nu=popart_init_nu, weight_decay=weight_decay)
+                        popart_beta=popart_beta, popart_init_nu=popart_init_nu, weight_decay=weight_decay,
+                        ent_coef=ent_coef, target_entropy=target_entropy)
         enc_cls = resolve_traj_encoder(traj_encoder_class if traj_encoder_class is not None else self.traj_encoder_name)
         self.cfg.update(traj_encoder_class=enc_cls, traj_encoder_kwargs=dict(traj_encoder_kwargs or {}))
         self.spec = ActionSpec(action_space)
@@ -145,7 +149,48 @@ class AMAGOPolicy(BasePolicy):
         self.target_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
         self.popart = PopArt(len(g), beta=popart_beta, init_nu=popart_init_nu)
+        self._setup_ent_coef(ent_coef, target_entropy, len(g))
         self._build(lr_schedule)
+
+    def _setup_ent_coef(self, ent_coef: float | str | None, target_entropy: float | str, n_gammas: int) -> None:
+        """SAC's entropy term for Box actors (SB3's ``ent_coef`` / ``target_entropy`` conventions): ``"auto"`` or
+        ``"auto_<init>"`` learns one coefficient per gamma head towards ``target_entropy`` (``"auto"``: minus the
+        action dimension); a float fixes it; 0 turns the term off; None: ``"auto_0.1"`` for Box, off otherwise."""
+        if ent_coef is None:
+            ent_coef = "auto_0.1" if self.spec.kind == "box" else 0.0
+        self.log_ent_coef: nn.Parameter | None = None
+        self.fixed_ent_coef = 0.0
+        self.target_entropy = 0.0
+        auto = isinstance(ent_coef, str)
+        if auto and not str(ent_coef).startswith("auto"):
+            raise ValueError(f"ent_coef={ent_coef!r}: use a float >= 0, 'auto' or 'auto_<initial value>' (e.g. 'auto_0.1').")
+        if not auto:
+            check = float(ent_coef)
+            if not check >= 0:
+                raise ValueError(f"ent_coef={ent_coef!r} must be >= 0 (0 turns the entropy term off).")
+            self.fixed_ent_coef = check
+        if (auto or self.fixed_ent_coef > 0) and self.spec.kind != "box":
+            raise ValueError(f"ent_coef={ent_coef!r} applies to Box action spaces only; this one is {self.action_space}. "
+                             "Leave ent_coef at 0.")
+        if auto:
+            init = float(str(ent_coef).split("_", 1)[1]) if "_" in str(ent_coef) else 1.0
+            if not init > 0:
+                raise ValueError(f"ent_coef={ent_coef!r}: the initial value after 'auto_' must be > 0.")
+            self.log_ent_coef = nn.Parameter(torch.full((n_gammas,), math.log(init)))
+        if target_entropy == "auto":
+            self.target_entropy = -float(np.prod(self.action_space.shape or (1,)))
+        elif isinstance(target_entropy, str):
+            raise ValueError(f"target_entropy={target_entropy!r}: use 'auto' (minus the action dimension) or a float.")
+        else:
+            self.target_entropy = float(target_entropy)
+
+    def ent_coef(self) -> torch.Tensor | None:
+        """The entropy coefficient of each gamma head ``(G,)`` (no gradient), or None when the term is off."""
+        if self.log_ent_coef is not None:
+            return self.log_ent_coef.detach().exp()
+        if self.fixed_ent_coef > 0:
+            return torch.full_like(self.gammas, self.fixed_ent_coef)
+        return None
 
     def _build(self, lr_schedule: Schedule) -> None:
         optimizer_class: Any = self.optimizer_class
@@ -154,7 +199,8 @@ class AMAGOPolicy(BasePolicy):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters updated by the optimizer (everything except the target heads)."""
         mods = (self.tstep_encoder, self.traj_encoder, self.actor, self.critics)
-        return [p for m in mods for p in m.parameters()]
+        extra = [self.log_ent_coef] if self.log_ent_coef is not None else []
+        return [p for m in mods for p in m.parameters()] + extra
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return dict(observation_space=self.observation_space, action_space=self.action_space, **self.cfg,

@@ -371,6 +371,56 @@ def test_popart_init_nu_is_a_policy_option():
     assert float(model.policy.popart.nu[0]) == 1.0 and float(tiny().policy.popart.nu[0]) == 100.0
 
 
+def test_box_entropy_coefficient_is_learned_saved_and_logged(tmp_path):
+    from stable_baselines3.common.logger import configure
+
+    model = tiny(env=_ToyEnv(act="box"), learning_starts=8, ent_coef="auto_0.5")
+    assert model.policy.target_entropy == -2.0  # "auto": minus the action dimension
+    assert any(p is model.policy.log_ent_coef for g in model.policy.optimizer.param_groups for p in g["params"])
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(200, log_interval=1)
+    alpha = model.policy.ent_coef()
+    assert alpha.shape == model.policy.gammas.shape  # one coefficient per gamma head
+    assert not torch.allclose(alpha, torch.full_like(alpha, 0.5))  # trained towards the target entropy
+    assert "train/ent_coef_g0.999" in open(tmp_path / "progress.csv").readline()
+    model.save(tmp_path / "m.zip")
+    loaded = AMAGO.load(tmp_path / "m.zip")
+    torch.testing.assert_close(loaded.policy.ent_coef(), alpha)
+    fixed = tiny(env=_ToyEnv(act="box"), ent_coef=0.2)
+    assert fixed.policy.log_ent_coef is None and float(fixed.policy.ent_coef()[0]) == pytest.approx(0.2)
+    assert tiny(env=_ToyEnv(act="box"), ent_coef=0.0).policy.ent_coef() is None
+    default = tiny(env=_ToyEnv(act="box")).policy  # Box default: learned, starting at 0.1
+    assert default.log_ent_coef is not None and float(default.ent_coef()[0]) == pytest.approx(0.1)
+    assert tiny().policy.ent_coef() is None  # discrete actions: no entropy term
+    with pytest.raises(ValueError, match=re.escape("policy_kwargs['ent_coef']")):
+        tiny(env=_ToyEnv(act="box"), policy_kwargs={**TINY["policy_kwargs"], "ent_coef": 0.2})
+
+
+def test_entropy_coefficient_rises_when_the_policy_is_below_its_target_entropy():
+    from amago_sb.losses import amago_loss
+
+    model = tiny(env=_ToyEnv(act="box"), learning_starts=8, ent_coef="auto", target_entropy=5.0)
+    model.learn(40)  # fills the replay
+    batch = model.sampler.sample(4)
+    model.policy.optimizer.zero_grad()
+    loss, _ = amago_loss(model.policy, batch, model.loss_config)
+    loss.backward()
+    assert (model.policy.log_ent_coef.grad < 0).all()  # descent raises alpha: a tanh-Gaussian cannot reach +5 nats
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(ent_coef="sometimes"), "ent_coef='sometimes'"), (dict(ent_coef=-1.0), "ent_coef=-1.0"),
+    (dict(ent_coef="auto_0"), "after 'auto_'"), (dict(target_entropy="high"), "target_entropy='high'")])
+def test_bad_entropy_options_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        tiny(env=_ToyEnv(act="box"), **kwargs)
+
+
+def test_entropy_term_on_discrete_actions_is_refused():
+    with pytest.raises(ValueError, match="Box action spaces only"):
+        tiny(ent_coef="auto")
+
+
 def test_instruction_success_is_logged_and_shown_on_the_progress_bar(tmp_path):
     import csv
 

@@ -216,6 +216,16 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
     assert s.abs().max() < 1
 
 
+def test_tanh_gaussian_rsample_log_prob_is_the_density_of_the_sample_and_stays_finite_at_the_border():
+    torch.manual_seed(0)
+    d = TanhGaussian(torch.tensor([[0.2, -1.0], [0.0, 3.0], [6.0, 3.0]]))  # mild; wide; saturated at +1
+    a, logp = d.rsample_with_log_prob()
+    assert a.shape == (3, 1) and logp.shape == (3,)
+    inside = a.abs().squeeze(-1) < 0.99
+    torch.testing.assert_close(logp[inside], d.log_prob(a)[inside], atol=1e-3, rtol=1e-3)
+    assert torch.isfinite(logp).all()  # atanh of a saturated sample is inf; the pre-tanh formula is not
+
+
 def test_critic_param_detach_blocks_gradients_to_critics_only():
     spec = ActionSpec(spaces.Box(-1, 1, (2,)))
     critic = CriticEnsemble(4, spec, torch.tensor([0.9, 0.99]), n_critics=3, d_hidden=8)

@@ -117,6 +117,14 @@ class TanhGaussian:
     def sample(self) -> torch.Tensor:
         return self.rsample().detach()
 
+    def rsample_with_log_prob(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized sample ``(..., A)`` and its log density ``(...)``, computed from the pre-tanh value
+        (stable at the border, where ``atanh`` of the squashed action is not)."""
+        u = self.mu + self.std * torch.randn_like(self.mu)
+        normal = -0.5 * ((u - self.mu) / self.std) ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)
+        log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))  # log(1 - tanh(u)^2)
+        return torch.tanh(u), (normal - log_det).sum(-1)
+
     def mode(self) -> torch.Tensor:
         return torch.tanh(self.mu)
 
