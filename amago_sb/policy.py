@@ -160,23 +160,23 @@ class AMAGOPolicy(BasePolicy):
             ent_coef = "auto_0.1" if self.spec.kind == "box" else 0.0
         self.log_ent_coef: nn.Parameter | None = None
         self.fixed_ent_coef = 0.0
-        self.target_entropy = 0.0
-        auto = isinstance(ent_coef, str)
-        if auto and not str(ent_coef).startswith("auto"):
-            raise ValueError(f"ent_coef={ent_coef!r}: use a float >= 0, 'auto' or 'auto_<initial value>' (e.g. 'auto_0.1').")
-        if not auto:
-            check = float(ent_coef)
-            if not check >= 0:
+        if isinstance(ent_coef, str):
+            head, _, init_text = ent_coef.partition("_")
+            try:
+                init = float(init_text) if init_text else 1.0
+            except ValueError:
+                init = float("nan")
+            if head != "auto" or not init > 0:
+                raise ValueError(f"ent_coef={ent_coef!r}: use a float >= 0, 'auto' or 'auto_<initial value>' with "
+                                 "an initial value after 'auto_' > 0 (e.g. 'auto_0.1').")
+            self.log_ent_coef = nn.Parameter(torch.full((n_gammas,), math.log(init)))
+        else:
+            self.fixed_ent_coef = float(ent_coef)
+            if not self.fixed_ent_coef >= 0:
                 raise ValueError(f"ent_coef={ent_coef!r} must be >= 0 (0 turns the entropy term off).")
-            self.fixed_ent_coef = check
-        if (auto or self.fixed_ent_coef > 0) and self.spec.kind != "box":
+        if (self.log_ent_coef is not None or self.fixed_ent_coef > 0) and self.spec.kind != "box":
             raise ValueError(f"ent_coef={ent_coef!r} applies to Box action spaces only; this one is {self.action_space}. "
                              "Leave ent_coef at 0.")
-        if auto:
-            init = float(str(ent_coef).split("_", 1)[1]) if "_" in str(ent_coef) else 1.0
-            if not init > 0:
-                raise ValueError(f"ent_coef={ent_coef!r}: the initial value after 'auto_' must be > 0.")
-            self.log_ent_coef = nn.Parameter(torch.full((n_gammas,), math.log(init)))
         if target_entropy == "auto":
             self.target_entropy = -float(np.prod(self.action_space.shape or (1,)))
         elif isinstance(target_entropy, str):

@@ -410,7 +410,8 @@ def test_entropy_coefficient_rises_when_the_policy_is_below_its_target_entropy()
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(ent_coef="sometimes"), "ent_coef='sometimes'"), (dict(ent_coef=-1.0), "ent_coef=-1.0"),
-    (dict(ent_coef="auto_0"), "after 'auto_'"), (dict(target_entropy="high"), "target_entropy='high'")])
+    (dict(ent_coef="auto_0"), "after 'auto_'"), (dict(ent_coef="autox"), "ent_coef='autox'"),
+    (dict(ent_coef="auto_abc"), "ent_coef='auto_abc'"), (dict(target_entropy="high"), "target_entropy='high'")])
 def test_bad_entropy_options_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         tiny(env=_ToyEnv(act="box"), **kwargs)

@@ -121,9 +121,8 @@ class TanhGaussian:
         """A reparameterized sample ``(..., A)`` and its log density ``(...)``, computed from the pre-tanh value
         (stable at the border, where ``atanh`` of the squashed action is not)."""
         u = self.mu + self.std * torch.randn_like(self.mu)
-        normal = -0.5 * ((u - self.mu) / self.std) ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)
         log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))  # log(1 - tanh(u)^2)
-        return torch.tanh(u), (normal - log_det).sum(-1)
+        return torch.tanh(u), (self._normal_log_density(u) - log_det).sum(-1)
 
     def mode(self) -> torch.Tensor:
         return torch.tanh(self.mu)
@@ -131,9 +130,11 @@ class TanhGaussian:
     def log_prob(self, a: torch.Tensor) -> torch.Tensor:
         """``a`` ``(..., A)`` in [-1, 1] (clamped to +-0.995 as in AMAGO) -> ``(...)`` summed over action dims."""
         a = a.clamp(-0.995, 0.995)
-        u = torch.atanh(a)
-        normal = -0.5 * ((u - self.mu) / self.std) ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)
-        return (normal - torch.log1p(-(a**2) + 1e-6)).sum(-1)
+        return (self._normal_log_density(torch.atanh(a)) - torch.log1p(-(a**2) + 1e-6)).sum(-1)
+
+    def _normal_log_density(self, u: torch.Tensor) -> torch.Tensor:
+        """Per-dimension log density of the pre-tanh Gaussian at ``u`` ``(..., A)``."""
+        return -0.5 * ((u - self.mu) / self.std) ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)
 
     def entropy(self) -> torch.Tensor:
         return self.log_std.sum(-1)
