@@ -31,6 +31,7 @@ import wrappers
 from amago_sb.atomic_files import host_tag, pid_alive
 from amago_sb.checkpoint import RESUME_STATE_KEY, restore_resume_state, save_model, validate_checkpoint
 from amago_sb.cpu_allocator import keep_freed_memory
+from amago_sb.cpu_threads import PhaseThreads
 from amago_sb.exploration import EpisodicExploration
 from amago_sb.inputs import check_number
 from amago_sb.logs import dump_rollout_logs, record_train_stats
@@ -239,9 +240,12 @@ class AMAGO(BaseAlgorithm):
         replay_fsync: ``fsync`` every replay file (and its directory) as it is written. Files are always written
             atomically (temp file + rename), so a killed *process* never loses or corrupts stored data either way;
             fsync also survives a power loss or kernel crash, at a measured cost (docs/reliability.md, "Durability").
-        num_threads: ``torch.set_num_threads`` on CPU (process-wide; None leaves it). Default 1: these small
-            sequence models are latency-bound, and extra intra-op threads only add synchronization (measured 3-14x
-            slower updates with 2 threads on a busy 2-core machine). On CPU the model also keeps freed memory in the
+        num_threads: torch intra-op threads on CPU. ``"auto"`` (default): acting with 1 thread (faster for its
+            one-token steps), updates with torch's current count capped at 4 (``amago_sb.cpu_threads``; measured
+            1.5-1.9x faster updates with 2 threads than 1 on a quiet 2-core machine); each phase restores torch's
+            count when it ends. An int sets ``torch.set_num_threads`` once, process-wide, for everything; None leaves
+            it. **Runs that share cores should pass 1**: two runs with 2 threads each on 2 cores were measured 2.4x
+            slower per update and 6x slower acting than with 1 each. On CPU the model also keeps freed memory in the
             process heap (glibc ``mallopt``, process-wide: ``amago_sb.cpu_allocator``; up to 1.9x faster updates).
         policy_kwargs: network sizes, e.g. ``dict(d_model=64, n_layers=2, n_heads=4, d_ff=256)``.
         stats_window_size, tensorboard_log, verbose, seed, device, _init_setup_model: as in SB3.
@@ -291,7 +295,7 @@ class AMAGO(BaseAlgorithm):
         n_envs: int = 8,
         chunk_len: int | None = None,
         replay_fsync: bool = False,
-        num_threads: int | None = 1,
+        num_threads: int | str | None = "auto",
         max_nonfinite_updates: int = 10,
         sampler_workers: int = 0,
         sampler_cache_bytes: int = 1 << 30,
@@ -319,7 +323,9 @@ class AMAGO(BaseAlgorithm):
             check_number(name, val, integer=True, low=low)
         optional_ints: dict[str, tuple[Any, int]] = dict(
             gradient_steps=(gradient_steps, 0), exploration_steps=(exploration_steps, 0), chunk_len=(chunk_len, 1),
-            num_threads=(num_threads, 1), log_interval_steps=(log_interval_steps, 1))
+            log_interval_steps=(log_interval_steps, 1))
+        if num_threads != "auto":
+            check_number("num_threads (torch threads, or 'auto')", num_threads, integer=True, low=1, allow_none=True)
         for name, (val, low) in optional_ints.items():
             check_number(name, val, integer=True, low=low, allow_none=True)
         check_number("num_critics_td", num_critics_td, integer=True, low=1, high=num_critics)
@@ -386,9 +392,8 @@ class AMAGO(BaseAlgorithm):
 
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
+        self._threads = PhaseThreads(self.num_threads if self.device.type == "cpu" else None)
         if self.device.type == "cpu":
-            if self.num_threads is not None:
-                torch.set_num_threads(int(self.num_threads))
             keep_freed_memory()  # large update tensors reuse heap memory instead of fresh mmaps (cpu_allocator.py)
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
@@ -449,7 +454,7 @@ class AMAGO(BaseAlgorithm):
         return super()._excluded_save_params() + ["replay", "sampler", "recorder", "exploration", "_act_state",
                                                   "loss_config", "_recorder_live", "_nonfinite", "_batches",
                                                   "lr_schedule", "_last_obs", "_last_episode_starts",
-                                                  "_last_original_obs", "_missing_replay_dir"]
+                                                  "_last_original_obs", "_missing_replay_dir", "_threads"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -597,11 +602,13 @@ class AMAGO(BaseAlgorithm):
         self._episodes_logged = self._episode_num
         self._steps_logged = self.num_timesteps
         while self.num_timesteps < total_timesteps:
-            if not self.collect_rollouts(callback):
-                break
+            with self._threads.acting():
+                if not self.collect_rollouts(callback):
+                    break
             n_updates = self.updates_per_phase
             if self.num_timesteps >= self.learning_starts and self.replay.num_trajectories > 0 and n_updates > 0:
-                self.train(n_updates, self.batch_size)
+                with self._threads.updating():
+                    self.train(n_updates, self.batch_size)
         self.recorder.flush()
         callback.on_training_end()
         return self

@@ -10,6 +10,10 @@ and RecurrentPPO's (``MlpLstmPolicy``, default settings, same number of envs) en
 
     python bench/throughput.py [--env popgym-RepeatPreviousEasy-v0] [--steps 4096] [--updates 100] [--threads 1]
 
+``--compare-threads N`` instead times ``learn(N)`` with ``num_threads=1`` and ``num_threads="auto"`` (1 thread acting,
+all cores up to 4 updating), alternated for ``--rounds`` rounds in one process tree (each run in a fresh subprocess,
+torch left at its default thread count), and prints wall / update / acting seconds per run.
+
 ``--learning-run N`` instead trains ``AMAGO("Transformer", env)`` with default settings for ``N`` env steps, evaluates
 the deterministic policy every 2000 steps (24 episodes, separate env, not counted in the times) and prints env steps,
 wall time and process CPU time (= wall time on an idle core, since training uses one thread) at each evaluation.
@@ -91,6 +95,56 @@ def learning_run(env_id: str, total: int, every: int = 2000, kwargs: dict | None
     model.learn(total, callback=Eval())
 
 
+def _timed_learn(env_id: str, steps: int, num_threads: str, kwargs: str) -> None:
+    """One ``learn(steps)`` run in this process; prints a JSON line of seconds (called in a subprocess)."""
+    import json
+
+    class Timed(AMAGO):
+        train_s = act_s = 0.0
+
+        def train(self, gradient_steps: int, batch_size: int) -> None:
+            t0 = time.perf_counter()
+            super().train(gradient_steps, batch_size)
+            self.train_s += time.perf_counter() - t0
+
+        def collect_rollouts(self, callback):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            out = super().collect_rollouts(callback)
+            self.act_s += time.perf_counter() - t0
+            return out
+
+    wrappers.register_all()
+    threads: int | str = num_threads if num_threads == "auto" else int(num_threads)
+    model = Timed("Transformer", env_id, seed=0, num_threads=threads, **json.loads(kwargs))
+    t0 = time.perf_counter()
+    model.learn(steps)
+    print(json.dumps({"wall_s": time.perf_counter() - t0, "train_s": model.train_s, "act_s": model.act_s,
+                      "updates": model._n_updates}))
+
+
+def compare_threads(env_id: str, steps: int, rounds: int, kwargs: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch "
+          f"{torch.__version__}, {env_id}, learn({steps}), kwargs {kwargs}, {time.strftime('%Y-%m-%d %H:%M')}")
+    print("| round | num_threads | wall s | update s (ms per update) | acting s |")
+    print("|---|---|---|---|---|")
+    walls: dict[str, list[float]] = {"1": [], "auto": []}
+    for r in range(rounds):
+        for threads in ("1", "auto"):
+            out = subprocess.run([sys.executable, __file__, "--env", env_id, "--_timed-learn", str(steps), threads,
+                                  "--kwargs", kwargs], capture_output=True, text=True, check=True).stdout
+            res = json.loads(out.strip().splitlines()[-1])
+            walls[threads].append(res["wall_s"])
+            print(f"| {r} | {threads} | {res['wall_s']:.1f} | {res['train_s']:.1f} "
+                  f"({1000 * res['train_s'] / max(res['updates'], 1):.0f}) | {res['act_s']:.1f} |", flush=True)
+    ratio = sum(walls["1"]) / sum(walls["auto"])
+    print(f"learn() wall time, num_threads=1 / auto: {ratio:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="popgym-RepeatPreviousEasy-v0")
@@ -99,8 +153,18 @@ def main() -> None:
     p.add_argument("--n-envs", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--learning-run", type=int, default=0, metavar="N")
-    p.add_argument("--kwargs", default="{}", help='JSON dict of AMAGO kwargs for --learning-run, e.g. {"policy": "FF"}')
+    p.add_argument("--kwargs", default="{}",
+                   help='JSON dict of AMAGO kwargs for --learning-run / --compare-threads, e.g. {"policy": "FF"}')
+    p.add_argument("--compare-threads", type=int, default=0, metavar="N")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--_timed-learn", nargs=2, default=None, metavar=("STEPS", "THREADS"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args._timed_learn:
+        _timed_learn(args.env, int(args._timed_learn[0]), args._timed_learn[1], args.kwargs)
+        return
+    if args.compare_threads:
+        compare_threads(args.env, args.compare_threads, args.rounds, args.kwargs)
+        return
     torch.set_num_threads(args.threads)
     if args.learning_run:
         import json

@@ -436,3 +436,40 @@ def test_instruction_success_is_logged_and_shown_on_the_progress_bar(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "progress.csv")))
     assert any(r.get("rollout/success_rate") not in (None, "") for r in rows)
     assert "success" in str(bar.pbar.postfix)
+
+
+# ---------------------------------------------------------------------------------------------------- CPU threads
+class _ThreadLog(AMAGO):
+    """Records torch's thread count in each phase of learn()."""
+
+    def collect_rollouts(self, callback):
+        self.acting_threads = {*getattr(self, "acting_threads", set()), torch.get_num_threads()}
+        return super().collect_rollouts(callback)
+
+    def train(self, gradient_steps, batch_size):
+        self.update_threads = {*getattr(self, "update_threads", set()), torch.get_num_threads()}
+        return super().train(gradient_steps, batch_size)
+
+
+@pytest.fixture
+def two_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_auto_threads_act_with_one_update_with_torchs_count_and_restore_it(two_torch_threads):
+    model = _ThreadLog("Transformer", "TMazePassive-v0", seed=0, **TINY)  # num_threads="auto" (default)
+    model.learn(80)
+    assert model.acting_threads == {1} and model.update_threads == {2}
+    assert torch.get_num_threads() == 2  # each phase restored the count it found
+
+
+def test_int_threads_apply_to_every_phase_and_bad_values_name_the_argument(two_torch_threads):
+    model = _ThreadLog("Transformer", "TMazePassive-v0", seed=0, num_threads=1, **TINY)
+    model.learn(80)
+    assert model.acting_threads == model.update_threads == {1} and torch.get_num_threads() == 1
+    for bad in (0, "all", 1.5):
+        with pytest.raises((ValueError, TypeError), match="num_threads"):
+            tiny(num_threads=bad)
